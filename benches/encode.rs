@@ -1,0 +1,60 @@
+//! normalize + encode per source, JSON and Avro: `cargo bench --bench encode`.
+//! Inputs are the simulator's own live frames (realistic sizes and shapes).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use studio_relay::config::EncodingFormat;
+use studio_relay::encode::Encoder;
+use studio_relay::model::{self, DataSource, Envelope, Origin};
+
+const SAMPLES: &[(DataSource, &str)] = &[
+    (
+        DataSource::Calls,
+        include_str!("../tests/fixtures/bench/calls.json"),
+    ),
+    (
+        DataSource::Queues,
+        include_str!("../tests/fixtures/bench/queues.json"),
+    ),
+    (
+        DataSource::Agents,
+        include_str!("../tests/fixtures/bench/agents.json"),
+    ),
+    (
+        DataSource::ProfileLive,
+        include_str!("../tests/fixtures/bench/profile_live.json"),
+    ),
+    (
+        DataSource::ProfileHistory,
+        include_str!("../tests/fixtures/bench/profile_history.json"),
+    ),
+];
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("normalize+encode");
+    for (source, frame) in SAMPLES {
+        group.throughput(Throughput::Bytes(frame.len() as u64));
+        for (name, format) in [
+            ("json", EncodingFormat::Json),
+            ("avro", EncodingFormat::Avro),
+        ] {
+            let encoder = Encoder::new(format, None);
+            group.bench_with_input(
+                BenchmarkId::new(name, source.as_str()),
+                frame,
+                |b, frame| {
+                    b.iter(|| {
+                        let record = model::normalize_live(*source, frame.as_bytes())
+                            .expect("fixture normalizes");
+                        let env =
+                            Envelope::new("bench".into(), Origin::Live, 1_779_100_000_000, record);
+                        encoder.encode(&env).expect("encodes")
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

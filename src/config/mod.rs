@@ -1,0 +1,363 @@
+//! Configuration: one TOML file, every key overridable from the environment.
+//!
+//! Layering (later wins): built-in defaults → the TOML file (`--config`) →
+//! `STUDIO_RELAY__SECTION__KEY` environment variables (see [`load`]).
+//! Every struct denies unknown keys, so a typo is an error that names the key
+//! path instead of a silently ignored setting.
+
+mod load;
+mod secret;
+
+pub use load::{load, load_from_str, ConfigError, ENV_PREFIX};
+pub use secret::{redact_url, Secret, REDACTED};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::DataSource;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the Studio API lives and how to stay connected to it.
+    pub upstream: UpstreamConfig,
+    /// Telavox accounts. Each tenant has its own token and its own sockets.
+    pub tenants: Vec<TenantConfig>,
+    /// How records are encoded on the wire.
+    pub encoding: EncodingConfig,
+    /// Where records are published.
+    pub sink: SinkConfig,
+    /// The live pipeline between sockets and sink.
+    pub relay: RelayConfig,
+    /// Metrics and health endpoints.
+    pub ops: OpsConfig,
+}
+
+/// Telavox endpoints and connection behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Base URL of the live WebSockets; `/calls`, `/queues`, … are appended.
+    pub live_url: String,
+    /// The historic GraphQL endpoint.
+    pub graphql_url: String,
+    /// Which live sources to relay (default: all five).
+    pub sources: Vec<DataSource>,
+    /// Handshake timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How often a WebSocket ping is sent.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A connection whose pong is later than this after a ping is dead.
+    #[serde(with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// First reconnect delay; doubles up to `backoff_max` (full jitter).
+    #[serde(with = "humantime_serde")]
+    pub backoff_min: Duration,
+    /// Longest reconnect delay for network and 5xx errors.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Delay between attempts after HTTP 401 (token missing, expired or revoked).
+    #[serde(with = "humantime_serde")]
+    pub auth_backoff: Duration,
+    /// A connection up this long resets the backoff to `backoff_min`.
+    #[serde(with = "humantime_serde")]
+    pub healthy_after: Duration,
+    /// Frames larger than this are dead-lettered, not parsed.
+    pub max_frame_bytes: usize,
+    /// Timeout of one GraphQL request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            live_url: "wss://statistics-webhook.telavox.se".into(),
+            graphql_url: "https://statistics-api.telavox.se/graphql".into(),
+            sources: DataSource::ALL.to_vec(),
+            connect_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            pong_timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            auth_backoff: Duration::from_secs(300),
+            healthy_after: Duration::from_secs(30),
+            max_frame_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One Telavox account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    /// Short name, used in topic templates (`{tenant}`), metric labels and the
+    /// envelope. Letters, digits, `-` and `_`.
+    pub name: String,
+    /// File holding the Statistics Token (a mounted Kubernetes Secret).
+    /// Takes precedence over `token_env`.
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the Statistics Token.
+    pub token_env: String,
+    /// The token itself, resolved at load time. Never set this in a file that
+    /// is committed anywhere; prefer `token_file` or `token_env`.
+    pub token: Secret,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        TenantConfig {
+            name: "default".into(),
+            token_file: None,
+            token_env: "TELAVOX_TOKEN".into(),
+            token: Secret::default(),
+        }
+    }
+}
+
+/// Payload encoding.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncodingConfig {
+    /// `json` (UTF-8 JSON) or `avro`.
+    pub format: EncodingFormat,
+    /// Confluent-compatible Schema Registry. When unset, Avro uses the
+    /// single-object encoding (`C3 01` + fingerprint) so messages stay self-describing.
+    pub schema_registry: Option<SchemaRegistryConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingFormat {
+    #[default]
+    Json,
+    Avro,
+}
+
+/// Confluent Schema Registry connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Base URL, e.g. `http://schema-registry:8081`.
+    pub url: String,
+    /// Basic-auth user, if the registry needs one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Basic-auth password (prefer the env override).
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+/// Where events go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// `kafka`, `nats` or `stdout`.
+    pub kind: SinkKind,
+    /// Topic / subject for each record. Placeholders: `{source}`, `{version}`, `{tenant}`.
+    pub topic_template: String,
+    /// Topic / subject for payloads that could not be relayed (raw bytes kept).
+    pub deadletter_topic: String,
+    /// Topic / subject for control events (gap markers).
+    pub control_topic: String,
+    /// Kafka producer settings (used when `kind = "kafka"`).
+    pub kafka: KafkaConfig,
+    /// NATS settings (used when `kind = "nats"`).
+    pub nats: NatsConfig,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            kind: SinkKind::Stdout,
+            topic_template: "telavox.studio.{source}.v{version}".into(),
+            deadletter_topic: "telavox.studio.deadletter".into(),
+            control_topic: "telavox.studio.control".into(),
+            kafka: KafkaConfig::default(),
+            nats: NatsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Kafka,
+    Nats,
+    #[default]
+    Stdout,
+}
+
+/// Kafka producer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// `compression.type`: none, gzip, snappy, lz4, zstd.
+    pub compression: String,
+    /// `linger.ms`: how long the producer waits to fill a batch.
+    pub linger_ms: u64,
+    /// `batch.size` in bytes.
+    pub batch_bytes: u64,
+    /// `message.timeout.ms`: a message not acknowledged within this is a failed publish.
+    pub message_timeout_ms: u64,
+    /// Create missing topics at start-up.
+    pub create_topics: bool,
+    /// Partitions of created topics.
+    pub partitions: i32,
+    /// Replication factor of created topics.
+    pub replication_factor: i32,
+    /// `cleanup.policy` of created topics (`delete` or `compact`).
+    pub cleanup_policy: String,
+    /// Extra librdkafka properties, passed through as-is (SASL, TLS, …).
+    /// Values whose key contains `password`, `secret` or `token` are redacted in output.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            compression: "lz4".into(),
+            linger_ms: 5,
+            batch_bytes: 1_000_000,
+            message_timeout_ms: 300_000,
+            create_topics: false,
+            partitions: 6,
+            replication_factor: 1,
+            cleanup_policy: "delete".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// NATS connection and JetStream stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma separated.
+    pub url: String,
+    /// Publish with JetStream (acknowledged, deduplicated by `Nats-Msg-Id`).
+    /// When false, core NATS publish (no acknowledgement: at most once).
+    pub jetstream: bool,
+    /// Create or update the stream at start-up.
+    pub create_stream: bool,
+    /// Stream name.
+    pub stream: String,
+    /// Subjects the stream captures.
+    pub stream_subjects: Vec<String>,
+    /// JetStream duplicate window (dedup by `Nats-Msg-Id`).
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// `limits`, `interest` or `workqueue`.
+    pub retention: String,
+    /// `file` or `memory`.
+    pub storage: String,
+    /// Maximum publishes awaiting their PubAck at once.
+    pub max_pending_acks: usize,
+    /// Token authentication.
+    pub token: Option<Secret>,
+    /// User/password authentication.
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// `.creds` file (JWT + nkey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// NKey seed file.
+    pub nkey_file: Option<PathBuf>,
+    /// CA certificate to verify the server with.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Require TLS.
+    pub tls_required: bool,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            jetstream: true,
+            create_stream: true,
+            stream: "TELAVOX_STUDIO".into(),
+            stream_subjects: vec!["telavox.studio.>".into()],
+            duplicate_window: Duration::from_secs(2 * 3600),
+            retention: "limits".into(),
+            storage: "file".into(),
+            max_pending_acks: 256,
+            token: None,
+            user: None,
+            password: None,
+            credentials_file: None,
+            nkey_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_required: false,
+        }
+    }
+}
+
+/// The live pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Events buffered in memory between the sockets and the sink. When full,
+    /// socket reads pause (backpressure); nothing is dropped.
+    pub queue_capacity: usize,
+    /// On SIGTERM: how long to drain in-flight events and flush the producer.
+    /// Keep it below the pod's `terminationGracePeriodSeconds`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            queue_capacity: 10_000,
+            shutdown_deadline: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Metrics and health.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`. Empty disables it.
+    pub listen: String,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        OpsConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+/// Durations in config are humantime strings (`500ms`, `30s`, `2h`).
+mod humantime_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let raw = String::deserialize(d)?;
+        humantime::parse_duration(&raw).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {raw:?} ({e}); use e.g. \"500ms\", \"30s\", \"5m\""
+            ))
+        })
+    }
+}

@@ -1,0 +1,255 @@
+//! Every log line and metric update of the relay, as typed events (Vector's
+//! `internal_events` pattern). Names are noun + past verb. A state change logs
+//! one line; per-event happenings only touch metrics (no log per event).
+
+use std::time::Duration;
+
+use super::Metrics;
+
+pub struct WebSocketConnectionEstablished<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    pub attempt: u32,
+}
+
+impl WebSocketConnectionEstablished<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        tracing::info!(
+            tenant = self.tenant,
+            source = self.source,
+            attempt = self.attempt,
+            "websocket connected"
+        );
+        m.socket_connected
+            .with_label_values(&[self.tenant, self.source])
+            .set(1);
+    }
+}
+
+pub struct WebSocketConnectionLost<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    /// Low-cardinality reason: `closed`, `network`, `pong_timeout`, `http_5xx`, `unauthorized`, `invalid_path`, `handshake`.
+    pub reason: &'static str,
+    pub detail: &'a str,
+}
+
+impl WebSocketConnectionLost<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        tracing::warn!(
+            tenant = self.tenant,
+            source = self.source,
+            reason = self.reason,
+            detail = self.detail,
+            "websocket disconnected"
+        );
+        m.socket_connected
+            .with_label_values(&[self.tenant, self.source])
+            .set(0);
+        m.reconnects
+            .with_label_values(&[self.tenant, self.source, self.reason])
+            .inc();
+    }
+}
+
+pub struct WebSocketBackoffScheduled<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    pub attempt: u32,
+    pub delay: Duration,
+}
+
+impl WebSocketBackoffScheduled<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::info!(
+            tenant = self.tenant,
+            source = self.source,
+            attempt = self.attempt,
+            delay_ms = self.delay.as_millis() as u64,
+            "websocket reconnect scheduled"
+        );
+    }
+}
+
+pub struct WebSocketUnauthorized<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    pub retry_in: Duration,
+}
+
+impl WebSocketUnauthorized<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        tracing::error!(
+            tenant = self.tenant,
+            source = self.source,
+            retry_in_s = self.retry_in.as_secs(),
+            "Telavox refused the Statistics Token (HTTP 401): it is missing, expired or revoked; \
+             create a new one under Settings > My Account > Integration > Manage Token"
+        );
+        m.socket_connected
+            .with_label_values(&[self.tenant, self.source])
+            .set(0);
+        m.reconnects
+            .with_label_values(&[self.tenant, self.source, "unauthorized"])
+            .inc();
+    }
+}
+
+pub struct WebSocketPathRejected<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    pub url: &'a str,
+    pub retry_in: Duration,
+}
+
+impl WebSocketPathRejected<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        tracing::error!(
+            tenant = self.tenant,
+            source = self.source,
+            url = self.url,
+            retry_in_s = self.retry_in.as_secs(),
+            "Telavox answered `Invalid path.`: this data source does not exist at the configured upstream.live_url; \
+             check upstream.live_url and upstream.sources (other sources are unaffected)"
+        );
+        m.socket_connected
+            .with_label_values(&[self.tenant, self.source])
+            .set(0);
+        m.reconnects
+            .with_label_values(&[self.tenant, self.source, "invalid_path"])
+            .inc();
+    }
+}
+
+pub struct FrameReceived<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+}
+
+impl FrameReceived<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.frames_received
+            .with_label_values(&[self.tenant, self.source])
+            .inc();
+        m.mark_event(self.tenant, self.source);
+    }
+}
+
+pub struct EventPublished<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    pub origin: &'a str,
+    /// Frame received → broker ack (None for events not from a live frame).
+    pub latency: Option<Duration>,
+}
+
+impl EventPublished<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.events_published
+            .with_label_values(&[self.tenant, self.source, self.origin])
+            .inc();
+        if let Some(l) = self.latency {
+            m.end_to_end_latency
+                .with_label_values(&[self.source])
+                .observe(l.as_secs_f64());
+        }
+    }
+}
+
+pub struct PublishFailed<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    pub retryable: bool,
+    pub error: &'a str,
+}
+
+impl PublishFailed<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        let kind = if self.retryable {
+            "retryable"
+        } else {
+            "rejected"
+        };
+        m.publish_failures
+            .with_label_values(&[self.tenant, self.source, kind])
+            .inc();
+        // Retryable failures come in storms during an outage; the sink health
+        // watcher logs the outage once. Rejections are rare and each matters.
+        if self.retryable {
+            tracing::debug!(
+                tenant = self.tenant,
+                source = self.source,
+                error = self.error,
+                "publish failed, retrying"
+            );
+        } else {
+            tracing::error!(
+                tenant = self.tenant,
+                source = self.source,
+                error = self.error,
+                "broker rejected an event"
+            );
+        }
+    }
+}
+
+pub struct EventDeadLettered<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    pub reason: &'static str,
+    pub error: &'a str,
+}
+
+impl EventDeadLettered<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        tracing::warn!(
+            tenant = self.tenant,
+            source = self.source,
+            reason = self.reason,
+            error = self.error,
+            "payload sent to the dead-letter destination"
+        );
+        m.events_deadlettered
+            .with_label_values(&[self.tenant, self.source, self.reason])
+            .inc();
+    }
+}
+
+pub struct UnknownFieldsKept<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    pub count: usize,
+}
+
+impl UnknownFieldsKept<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        if self.count > 0 {
+            m.unknown_fields
+                .with_label_values(&[self.tenant, self.source])
+                .inc_by(self.count as u64);
+        }
+    }
+}
+
+pub struct SinkHealthChanged<'a> {
+    pub sink: &'a str,
+    pub up: bool,
+    pub error: Option<&'a str>,
+}
+
+impl SinkHealthChanged<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        if self.up {
+            tracing::info!(sink = self.sink, "broker reachable");
+        } else {
+            tracing::error!(
+                sink = self.sink,
+                error = self.error.unwrap_or(""),
+                "broker unreachable"
+            );
+        }
+        m.sink_up
+            .with_label_values(&[self.sink])
+            .set(i64::from(self.up));
+    }
+}

@@ -1,0 +1,134 @@
+//! Pure: envelope → [`OutboundMessage`] (destination, key, headers, payload),
+//! and raw bad input → dead-letter message. Shared by `run` and `replay`, so
+//! both publish byte-identical messages for the same record.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::config::{EncodingFormat, SinkConfig};
+use crate::encode::{self, EncodeError, Encoder};
+use crate::model::{DataSource, Envelope};
+use crate::sink::OutboundMessage;
+
+/// Header names added to dead letters (besides the CloudEvents ones).
+pub const DL_REASON: &str = "studio_relay_reason";
+pub const DL_ERROR: &str = "studio_relay_error";
+pub const DL_TENANT: &str = "studio_relay_tenant";
+pub const DL_SOURCE: &str = "studio_relay_source";
+
+/// Builds every message the relay publishes.
+pub struct MessageBuilder {
+    encoder: Encoder,
+    topic_template: String,
+    deadletter_topic: String,
+    dead_letters: AtomicU64,
+}
+
+impl MessageBuilder {
+    pub fn new(encoder: Encoder, sink: &SinkConfig) -> Self {
+        MessageBuilder {
+            encoder,
+            topic_template: sink.topic_template.clone(),
+            deadletter_topic: sink.deadletter_topic.clone(),
+            dead_letters: AtomicU64::new(0),
+        }
+    }
+
+    /// Convenience for callers without a registry.
+    pub fn without_registry(format: EncodingFormat, sink: &SinkConfig) -> Self {
+        Self::new(Encoder::new(format, None), sink)
+    }
+
+    /// The topic/subject of a record of `source` for `tenant`.
+    pub fn destination(&self, source: DataSource, tenant: &str) -> String {
+        encode::destination(&self.topic_template, source, encode::SCHEMA_VERSION, tenant)
+    }
+
+    /// Every destination `tenants` × `sources` can publish to, plus the dead-letter one.
+    pub fn all_destinations<'a>(
+        &self,
+        tenants: impl IntoIterator<Item = &'a str>,
+        sources: &[DataSource],
+    ) -> Vec<String> {
+        let mut out: Vec<String> = tenants
+            .into_iter()
+            .flat_map(|t| sources.iter().map(move |s| (t, *s)))
+            .map(|(t, s)| self.destination(s, t))
+            .collect();
+        out.push(self.deadletter_topic.clone());
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    pub fn deadletter_topic(&self) -> &str {
+        &self.deadletter_topic
+    }
+
+    /// Encodes one envelope into a message ready for the sink.
+    pub fn build(&self, env: &Envelope) -> Result<OutboundMessage, EncodeError> {
+        let encoded = self.encoder.encode(env)?;
+        Ok(OutboundMessage {
+            destination: self.destination(env.source, &env.tenant),
+            key: env.record.partition_key(),
+            headers: encode::cloudevents_headers(env, encoded.content_type),
+            payload: Bytes::from(encoded.bytes),
+            event_id: env.event_id.to_string(),
+        })
+    }
+
+    /// A dead letter: the raw payload as received, plus why it was refused.
+    /// Each dead letter gets its own id (two identical bad frames are two
+    /// incidents, and JetStream must not deduplicate them).
+    pub fn dead_letter(
+        &self,
+        tenant: &str,
+        source: DataSource,
+        reason: &str,
+        error: &str,
+        received_at_ms: i64,
+        raw: Bytes,
+    ) -> OutboundMessage {
+        let seq = self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        let mut h = Sha256::new();
+        h.update(tenant.as_bytes());
+        h.update(source.as_str().as_bytes());
+        h.update(received_at_ms.to_le_bytes());
+        h.update(seq.to_le_bytes());
+        h.update(std::process::id().to_le_bytes());
+        h.update(&raw);
+        let id = format!("dl-{}", &hex::encode(h.finalize())[..32]);
+        let time = chrono::DateTime::from_timestamp_millis(received_at_ms)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        // Header values must be valid, bounded text.
+        let error: String = error
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(1024)
+            .collect();
+        OutboundMessage {
+            destination: self.deadletter_topic.clone(),
+            key: Some(format!("{tenant}/{source}")),
+            headers: vec![
+                ("ce_specversion".into(), "1.0".into()),
+                ("ce_id".into(), id.clone()),
+                ("ce_type".into(), "com.telavox.studio.deadletter".into()),
+                (
+                    "ce_source".into(),
+                    format!("telavox-studio/{tenant}/{source}"),
+                ),
+                ("ce_time".into(), time),
+                ("content-type".into(), "application/octet-stream".into()),
+                (DL_REASON.into(), reason.into()),
+                (DL_ERROR.into(), error),
+                (DL_TENANT.into(), tenant.into()),
+                (DL_SOURCE.into(), source.as_str().into()),
+            ],
+            payload: raw,
+            event_id: id,
+        }
+    }
+}

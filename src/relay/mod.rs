@@ -1,0 +1,367 @@
+//! The live pipeline behind `studio-relay run`.
+//!
+//! ```text
+//! LiveSocket ×(tenants × sources) ──LiveFrame──▶ [bounded queue] ──▶ processor
+//!     (upstream::live)                                 normalize (model) → envelope
+//!                                                      → encode + headers (MessageBuilder)
+//!                                   ──Outgoing──▶ [bounded queue] ──▶ publisher ──▶ Sink
+//!                                                      ordered send, windowed acks,
+//!                                                      retries, dead letters
+//! ```
+//!
+//! Shutdown: cancel → sockets stop reading and drop their senders → the
+//! processor drains the queue → the publisher settles every in-flight message
+//! and flushes the sink, all within `relay.shutdown_deadline`.
+
+pub mod message_builder;
+pub mod publisher;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::model::{self, Envelope, Origin};
+use crate::ops::internal_events::{EventDeadLettered, SinkHealthChanged, UnknownFieldsKept};
+use crate::ops::{Health, Metrics};
+use crate::sink::{Sink, SinkError};
+use crate::upstream::live::{FramePayload, LiveFrame, LiveSocket};
+pub use message_builder::MessageBuilder;
+pub use publisher::{BatchTracker, Outgoing, PublisherSettings, PublisherStats};
+
+/// Why the relay could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("sink: {0}")]
+    Sink(#[from] SinkError),
+    #[error("schema registry: {0}")]
+    Registry(String),
+    #[error("cannot listen on ops address {addr}: {source}")]
+    Ops {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("shutdown deadline of {deadline:?} passed with {unsettled} event(s) not acknowledged by the broker")]
+    DrainTimeout { deadline: Duration, unsettled: i64 },
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Default)]
+pub struct RelaySummary {
+    pub published: u64,
+    pub dead_lettered: u64,
+    pub retries: u64,
+}
+
+/// A started relay.
+pub struct RelayHandle {
+    /// Where `/metrics`, `/healthz`, `/readyz` listen (None when disabled).
+    pub ops_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    join: JoinHandle<Result<RelaySummary, RelayError>>,
+}
+
+impl RelayHandle {
+    /// Waits until the relay has stopped (after `shutdown` was cancelled).
+    pub async fn wait(self) -> Result<RelaySummary, RelayError> {
+        match self.join.await {
+            Ok(r) => r,
+            Err(e) => Err(RelayError::Sink(SinkError::new(
+                crate::sink::SinkErrorKind::Config,
+                format!("relay task failed: {e}"),
+            ))),
+        }
+    }
+}
+
+/// Builds the sink from config and starts the relay.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<RelayHandle, RelayError> {
+    let sink = crate::sink::build(&config.sink).await?;
+    start_with_sink(config, sink, Arc::new(Metrics::new()), shutdown).await
+}
+
+/// Starts the relay on a given sink (tests and the demo pass their own).
+pub async fn start_with_sink(
+    config: Config,
+    sink: Arc<dyn Sink>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<RelayHandle, RelayError> {
+    let health = Arc::new(Health::new());
+    let ops_shutdown = CancellationToken::new();
+    let ops_addr = if config.ops.listen.trim().is_empty() {
+        None
+    } else {
+        let addr = crate::ops::server::spawn(
+            &config.ops.listen,
+            metrics.clone(),
+            health.clone(),
+            ops_shutdown.clone(),
+        )
+        .await
+        .map_err(|source| RelayError::Ops {
+            addr: config.ops.listen.clone(),
+            source,
+        })?;
+        tracing::info!(%addr, "ops endpoints listening (/metrics, /healthz, /readyz)");
+        Some(addr)
+    };
+
+    let encoder = crate::registry::encoder_for(
+        &config,
+        &config
+            .tenants
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .map_err(|e| RelayError::Registry(e.to_string()))?;
+    let builder = Arc::new(MessageBuilder::new(encoder, &config.sink));
+    let destinations = builder.all_destinations(
+        config.tenants.iter().map(|t| t.name.as_str()),
+        &config.upstream.sources,
+    );
+    sink.prepare(&destinations).await?;
+    let first = sink.check_health().await;
+    SinkHealthChanged {
+        sink: sink.name(),
+        up: first.is_ok(),
+        error: first.as_ref().err().map(|e| e.message.as_str()),
+    }
+    .emit(&metrics);
+    health.set_sink(first.map_err(|e| e.message));
+    spawn_sink_watcher(
+        sink.clone(),
+        metrics.clone(),
+        health.clone(),
+        ops_shutdown.clone(),
+    );
+
+    let (publish_tx, outstanding, publisher) = publisher::spawn(
+        sink.clone(),
+        builder.clone(),
+        metrics.clone(),
+        PublisherSettings::default(),
+        config.relay.queue_capacity,
+    );
+    let (frame_tx, frame_rx) = mpsc::channel::<LiveFrame>(config.relay.queue_capacity);
+    let processor = tokio::spawn(process_frames(
+        frame_rx,
+        publish_tx,
+        builder.clone(),
+        metrics.clone(),
+    ));
+
+    let socket_shutdown = shutdown.child_token();
+    let mut sockets = Vec::new();
+    for tenant in &config.tenants {
+        let tenant_name: Arc<str> = Arc::from(tenant.name.as_str());
+        for &source in &config.upstream.sources {
+            let socket = LiveSocket {
+                tenant: tenant_name.clone(),
+                source,
+                token: tenant.token.clone(),
+                settings: config.upstream.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+                events: None,
+            };
+            sockets.push(tokio::spawn(
+                socket.run(frame_tx.clone(), socket_shutdown.clone()),
+            ));
+        }
+    }
+    drop(frame_tx);
+    health.mark_started();
+    tracing::info!(
+        tenants = config.tenants.len(),
+        sources = config.upstream.sources.len(),
+        sink = sink.name(),
+        encoding = ?config.encoding.format,
+        "relay started"
+    );
+
+    let deadline = config.relay.shutdown_deadline;
+    let h = health.clone();
+    let join = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tracing::info!(deadline = ?deadline, "draining: sockets stopped, publishing what is in flight");
+        let drain = async {
+            for s in sockets {
+                let _ = s.await;
+            }
+            let _ = processor.await;
+            let stats = publisher.await.unwrap_or_default();
+            let flushed = sink.flush(deadline).await;
+            (stats, flushed)
+        };
+        let result = match tokio::time::timeout(deadline, drain).await {
+            Ok((stats, flushed)) => {
+                if let Err(e) = flushed {
+                    tracing::error!(error = %e, "final flush failed");
+                }
+                tracing::info!(
+                    published = stats.published,
+                    dead_lettered = stats.dead_lettered,
+                    "relay stopped"
+                );
+                Ok(RelaySummary {
+                    published: stats.published,
+                    dead_lettered: stats.dead_lettered,
+                    retries: stats.retries,
+                })
+            }
+            Err(_) => Err(RelayError::DrainTimeout {
+                deadline,
+                unsettled: outstanding.get(),
+            }),
+        };
+        h.set_sink(Err("stopped".into()));
+        ops_shutdown.cancel();
+        result
+    });
+    Ok(RelayHandle {
+        ops_addr,
+        metrics,
+        health,
+        join,
+    })
+}
+
+/// Runs until `shutdown`, then drains. The relay's main entry point.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RelaySummary, RelayError> {
+    start(config, shutdown).await?.wait().await
+}
+
+/// Checks the broker every few seconds so readiness reflects broker health.
+fn spawn_sink_watcher(
+    sink: Arc<dyn Sink>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut last_up = health.sink_up();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            let r = tokio::time::timeout(Duration::from_secs(5), sink.check_health())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SinkError::new(
+                        crate::sink::SinkErrorKind::Unavailable,
+                        "health check timed out",
+                    ))
+                });
+            let up = r.is_ok();
+            if up != last_up {
+                SinkHealthChanged {
+                    sink: sink.name(),
+                    up,
+                    error: r.as_ref().err().map(|e| e.message.as_str()),
+                }
+                .emit(&metrics);
+                last_up = up;
+            }
+            health.set_sink(r.map_err(|e| e.message));
+        }
+    });
+}
+
+/// Frames → envelopes → messages. Bad input becomes a dead letter; nothing
+/// here can stop the loop but the closing of its input.
+async fn process_frames(
+    mut rx: mpsc::Receiver<LiveFrame>,
+    tx: mpsc::Sender<Outgoing>,
+    builder: Arc<MessageBuilder>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(frame) = rx.recv().await {
+        let outgoing = frame_to_outgoing(frame, &builder, &metrics);
+        if tx.send(outgoing).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One frame → the message to publish (a record, or a dead letter).
+pub fn frame_to_outgoing(
+    frame: LiveFrame,
+    builder: &MessageBuilder,
+    metrics: &Metrics,
+) -> Outgoing {
+    let LiveFrame {
+        tenant,
+        source,
+        received_at_ms,
+        received,
+        payload,
+    } = frame;
+    let dead = |reason: &'static str, error: String, raw: bytes::Bytes| {
+        EventDeadLettered {
+            tenant: &tenant,
+            source: source.as_str(),
+            reason,
+            error: &error,
+        }
+        .emit(metrics);
+        Outgoing {
+            message: builder.dead_letter(&tenant, source, reason, &error, received_at_ms, raw),
+            tenant: tenant.clone(),
+            source,
+            origin: "deadletter",
+            received: None,
+            tracker: None,
+        }
+    };
+    let text = match payload {
+        FramePayload::Text(b) => b,
+        FramePayload::Binary(b) => {
+            return dead(
+                "binary_frame",
+                "binary WebSocket frame; the Studio API sends JSON text".into(),
+                b,
+            )
+        }
+        FramePayload::Oversized { head, len } => {
+            return dead(
+                "oversized_frame",
+                format!(
+                    "frame of {len} bytes exceeds upstream.max_frame_bytes; first {} bytes kept",
+                    head.len()
+                ),
+                head,
+            )
+        }
+    };
+    let record = match model::normalize_live(source, &text) {
+        Ok(r) => r,
+        Err(e) => return dead(e.reason(), e.to_string(), text),
+    };
+    UnknownFieldsKept {
+        tenant: &tenant,
+        source: source.as_str(),
+        count: record.unknown_field_count(),
+    }
+    .emit(metrics);
+    let env = Envelope::new(tenant.to_string(), Origin::Live, received_at_ms, record);
+    match builder.build(&env) {
+        Ok(message) => Outgoing {
+            message,
+            tenant: tenant.clone(),
+            source,
+            origin: "live",
+            received: Some(received),
+            tracker: None,
+        },
+        Err(e) => dead("encode", e.to_string(), text),
+    }
+}

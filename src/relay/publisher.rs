@@ -1,0 +1,341 @@
+//! The publishing loop shared by `run` and `replay`.
+//!
+//! Messages are handed to the sink strictly in arrival order (per-key order
+//! holds), their acknowledgements are awaited concurrently with a bounded
+//! window. A retryable failure is retried with capped backoff, ahead of new
+//! input and without limit: while the broker is away the window fills, the
+//! input channel fills and the producer upstream pauses (backpressure); nothing
+//! is dropped. A rejection (the broker will never take this message) becomes a
+//! dead letter carrying the encoded payload.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+use super::message_builder::MessageBuilder;
+use crate::model::DataSource;
+use crate::ops::internal_events::{EventDeadLettered, EventPublished, PublishFailed};
+use crate::ops::Metrics;
+use crate::sink::{OutboundMessage, Sink, SinkError};
+
+/// One message plus what the publisher needs to account for it.
+pub struct Outgoing {
+    pub message: OutboundMessage,
+    pub tenant: Arc<str>,
+    pub source: DataSource,
+    /// `live`, `replay`, `backfill` or `deadletter` (metric label).
+    pub origin: &'static str,
+    /// Arrival of the live frame, for the end-to-end latency histogram.
+    pub received: Option<Instant>,
+    /// Notified when this message is settled (acknowledged or dead-lettered).
+    pub tracker: Option<Arc<BatchTracker>>,
+}
+
+/// Counts a batch of messages until each is settled (replay uses one per window).
+#[derive(Default)]
+pub struct BatchTracker {
+    pending: AtomicI64,
+    rejected: AtomicU64,
+    notify: Notify,
+}
+
+impl BatchTracker {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Call before submitting `n` messages.
+    pub fn add(&self, n: usize) {
+        self.pending.fetch_add(n as i64, Ordering::SeqCst);
+    }
+
+    fn settle(&self, rejected: bool) {
+        if rejected {
+            self.rejected.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.pending.fetch_sub(1, Ordering::SeqCst) <= 1 {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Waits until every added message is settled; returns how many were rejected.
+    pub async fn wait(&self) -> u64 {
+        loop {
+            let notified = self.notify.notified();
+            if self.pending.load(Ordering::SeqCst) <= 0 {
+                return self.rejected.load(Ordering::SeqCst);
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Knobs of the loop.
+#[derive(Debug, Clone)]
+pub struct PublisherSettings {
+    /// Messages awaiting their ack at once.
+    pub window: usize,
+    /// First retry delay; doubles up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for PublisherSettings {
+    fn default() -> Self {
+        PublisherSettings {
+            window: 4096,
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the loop did, returned when its input closes and everything settled.
+#[derive(Debug, Default, Clone)]
+pub struct PublisherStats {
+    pub published: u64,
+    pub dead_lettered: u64,
+    pub retries: u64,
+}
+
+/// Live view of messages not yet settled (for the shutdown report).
+#[derive(Default)]
+pub struct Outstanding(AtomicI64);
+
+impl Outstanding {
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the loop. Close every clone of the returned sender to stop it.
+pub fn spawn(
+    sink: Arc<dyn Sink>,
+    builder: Arc<MessageBuilder>,
+    metrics: Arc<Metrics>,
+    settings: PublisherSettings,
+    capacity: usize,
+) -> (
+    mpsc::Sender<Outgoing>,
+    Arc<Outstanding>,
+    JoinHandle<PublisherStats>,
+) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let outstanding = Arc::new(Outstanding::default());
+    let o = outstanding.clone();
+    let handle = tokio::spawn(run_loop(sink, builder, metrics, settings, rx, o));
+    (tx, outstanding, handle)
+}
+
+type Settled = (Outgoing, u32, Result<(), SinkError>);
+
+struct Retry {
+    item: Outgoing,
+    attempt: u32,
+    ready_at: tokio::time::Instant,
+}
+
+async fn run_loop(
+    sink: Arc<dyn Sink>,
+    builder: Arc<MessageBuilder>,
+    metrics: Arc<Metrics>,
+    settings: PublisherSettings,
+    mut rx: mpsc::Receiver<Outgoing>,
+    outstanding: Arc<Outstanding>,
+) -> PublisherStats {
+    let mut stats = PublisherStats::default();
+    let mut inflight: FuturesUnordered<futures::future::BoxFuture<'static, Settled>> =
+        FuturesUnordered::new();
+    let mut retries: VecDeque<Retry> = VecDeque::new();
+    let mut input_open = true;
+    loop {
+        metrics.inflight_messages.set(inflight.len() as i64);
+        metrics.queue_depth.set(rx.len() as i64);
+        outstanding
+            .0
+            .store((inflight.len() + retries.len()) as i64, Ordering::Relaxed);
+
+        // Retries go first, in the order they failed; new input waits.
+        // Each retry waits until its own ready time, so a batch that failed
+        // together waits one backoff, not one per message.
+        let next = if let Some(Retry {
+            item,
+            attempt,
+            ready_at,
+        }) = retries.pop_front()
+        {
+            let sleep = tokio::time::sleep_until(ready_at);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    Some(done) = inflight.next(), if !inflight.is_empty() => {
+                        settle(done, &builder, &metrics, &settings, &mut stats, &mut retries);
+                    }
+                }
+            }
+            Some((item, attempt))
+        } else if inflight.len() < settings.window && input_open {
+            tokio::select! {
+                biased;
+                Some(done) = inflight.next(), if !inflight.is_empty() => {
+                    settle(done, &builder, &metrics, &settings, &mut stats, &mut retries);
+                    None
+                }
+                item = rx.recv() => match item {
+                    Some(item) => Some((item, 0)),
+                    None => { input_open = false; None }
+                },
+            }
+        } else if let Some(done) = inflight.next().await {
+            settle(
+                done,
+                &builder,
+                &metrics,
+                &settings,
+                &mut stats,
+                &mut retries,
+            );
+            None
+        } else {
+            // Input closed, nothing in flight, nothing to retry.
+            break;
+        };
+
+        let Some((item, attempt)) = next else {
+            continue;
+        };
+        // Hand over in order; keep settling acks while the sink makes us wait
+        // (its own buffer may only free up as acks are polled).
+        let send = sink.send(item.message.clone());
+        tokio::pin!(send);
+        let sent = loop {
+            tokio::select! {
+                r = &mut send => break r,
+                Some(done) = inflight.next(), if !inflight.is_empty() => {
+                    settle(done, &builder, &metrics, &settings, &mut stats, &mut retries);
+                }
+            }
+        };
+        match sent {
+            Ok(ack) => inflight.push(Box::pin(async move {
+                let r = ack.await;
+                (item, attempt, r)
+            })),
+            Err(e) => inflight.push(Box::pin(async move { (item, attempt, Err(e)) })),
+        }
+    }
+    metrics.inflight_messages.set(0);
+    outstanding.0.store(0, Ordering::Relaxed);
+    stats
+}
+
+fn backoff(s: &PublisherSettings, attempt: u32) -> Duration {
+    s.retry_min
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(s.retry_max)
+}
+
+fn settle(
+    (item, attempt, result): Settled,
+    builder: &MessageBuilder,
+    metrics: &Metrics,
+    settings: &PublisherSettings,
+    stats: &mut PublisherStats,
+    retries: &mut VecDeque<Retry>,
+) {
+    let now = tokio::time::Instant::now();
+    let source = item.source.as_str();
+    match result {
+        Ok(()) => {
+            stats.published += 1;
+            if item.origin != "deadletter" {
+                let latency = item.received.map(|r| r.elapsed());
+                EventPublished {
+                    tenant: &item.tenant,
+                    source,
+                    origin: item.origin,
+                    latency,
+                }
+                .emit(metrics);
+            }
+            if let Some(t) = &item.tracker {
+                t.settle(false);
+            }
+        }
+        Err(e) if e.is_retryable() => {
+            stats.retries += 1;
+            PublishFailed {
+                tenant: &item.tenant,
+                source,
+                retryable: true,
+                error: &e.message,
+            }
+            .emit(metrics);
+            let attempt = attempt.saturating_add(1);
+            retries.push_back(Retry {
+                item,
+                attempt,
+                ready_at: now + backoff(settings, attempt),
+            });
+        }
+        Err(e) => {
+            PublishFailed {
+                tenant: &item.tenant,
+                source,
+                retryable: false,
+                error: &e.message,
+            }
+            .emit(metrics);
+            if item.origin == "deadletter" {
+                // Nowhere left to put it: say so loudly, with the id to look for.
+                tracing::error!(
+                    tenant = &*item.tenant,
+                    source,
+                    event_id = %item.message.event_id,
+                    error = %e,
+                    "the broker rejected a dead letter; payload dropped"
+                );
+            } else {
+                stats.dead_lettered += 1;
+                EventDeadLettered {
+                    tenant: &item.tenant,
+                    source,
+                    reason: "publish_rejected",
+                    error: &e.message,
+                }
+                .emit(metrics);
+                let dl = builder.dead_letter(
+                    &item.tenant,
+                    item.source,
+                    "publish_rejected",
+                    &e.message,
+                    chrono::Utc::now().timestamp_millis(),
+                    item.message.payload.clone(),
+                );
+                let dl = Outgoing {
+                    message: dl,
+                    tenant: item.tenant.clone(),
+                    source: item.source,
+                    origin: "deadletter",
+                    received: None,
+                    tracker: None,
+                };
+                retries.push_back(Retry {
+                    item: dl,
+                    attempt: 0,
+                    ready_at: now,
+                });
+            }
+            if let Some(t) = &item.tracker {
+                t.settle(true);
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Pure planning: argument parsing for dates, and the split of a range into windows.
+
+use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
+
+/// Parses the date forms users expect: RFC 3339 (`2025-10-01T00:00:00Z`), a
+/// plain day (`2025-10-01`, midnight UTC), `now`, `today`, `yesterday`, and
+/// relative `-7d` / `-12h` (before `now`).
+pub fn parse_instant(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let s = raw.trim();
+    let midnight =
+        |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists"));
+    match s {
+        "now" => return Ok(now),
+        "today" => return Ok(midnight(now.date_naive())),
+        "yesterday" => return Ok(midnight(now.date_naive()) - ChronoDuration::days(1)),
+        _ => {}
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(midnight(d));
+    }
+    if let Some(rel) = s.strip_prefix('-') {
+        let d = humantime::parse_duration(rel).map_err(|e| format!("{raw:?}: {e}"))?;
+        return Ok(now - ChronoDuration::from_std(d).map_err(|e| e.to_string())?);
+    }
+    Err(format!(
+        "{raw:?} is not a date: use RFC 3339 (2025-10-01T00:00:00Z), a day (2025-10-01), now, today, yesterday or -7d"
+    ))
+}
+
+/// One window of one source for one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Window {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl Window {
+    /// Stable text form used in checkpoints.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}",
+            self.from.timestamp_millis(),
+            self.to.timestamp_millis()
+        )
+    }
+}
+
+/// Splits `[from, to)` into windows of `size`, aligned to `from`; the last
+/// one is shorter when the range does not divide evenly.
+pub fn split(from: DateTime<Utc>, to: DateTime<Utc>, size: std::time::Duration) -> Vec<Window> {
+    let step = ChronoDuration::from_std(size).unwrap_or(ChronoDuration::hours(1));
+    let step = if step <= ChronoDuration::zero() {
+        ChronoDuration::hours(1)
+    } else {
+        step
+    };
+    let mut out = Vec::new();
+    let mut cur = from;
+    while cur < to {
+        let next = (cur + step).min(to);
+        out.push(Window {
+            from: cur,
+            to: next,
+        });
+        cur = next;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn dates_in_every_supported_form() {
+        let now = t("2025-10-11T15:30:00Z");
+        assert_eq!(
+            parse_instant("2025-10-01T00:00:00Z", now).unwrap(),
+            t("2025-10-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse_instant("2025-10-01", now).unwrap(),
+            t("2025-10-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse_instant("yesterday", now).unwrap(),
+            t("2025-10-10T00:00:00Z")
+        );
+        assert_eq!(
+            parse_instant("today", now).unwrap(),
+            t("2025-10-11T00:00:00Z")
+        );
+        assert_eq!(
+            parse_instant("-7d", now).unwrap(),
+            t("2025-10-04T15:30:00Z")
+        );
+        assert!(parse_instant("last tuesday", now).is_err());
+    }
+
+    #[test]
+    fn windows_cover_the_range_exactly() {
+        let w = split(
+            t("2025-10-01T00:00:00Z"),
+            t("2025-10-01T02:30:00Z"),
+            std::time::Duration::from_secs(3600),
+        );
+        assert_eq!(w.len(), 3);
+        assert_eq!(w[0].from, t("2025-10-01T00:00:00Z"));
+        assert_eq!(w[2].to, t("2025-10-01T02:30:00Z"));
+        for pair in w.windows(2) {
+            assert_eq!(pair[0].to, pair[1].from);
+        }
+        assert!(split(
+            t("2025-10-02T00:00:00Z"),
+            t("2025-10-01T00:00:00Z"),
+            std::time::Duration::from_secs(60)
+        )
+        .is_empty());
+    }
+}

@@ -1,0 +1,209 @@
+//! `JetStreamSink` (acknowledged, deduplicated by `Nats-Msg-Id`) and core NATS
+//! publishing (no acknowledgement: at most once) on one connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_trait::async_trait;
+use tokio::sync::Semaphore;
+
+use super::{AckFuture, OutboundMessage, Sink, SinkError, SinkErrorKind};
+use crate::config::NatsConfig;
+
+/// Publishes to NATS, with JetStream unless `jetstream = false`.
+pub struct JetStreamSink {
+    client: async_nats::Client,
+    jetstream: Option<jetstream::Context>,
+    config: NatsConfig,
+    /// Bounds PubAcks in flight; a permit is released when its ack arrives.
+    permits: Arc<Semaphore>,
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> SinkError {
+    SinkError::new(SinkErrorKind::Unavailable, format!("{what}: {e}"))
+}
+
+impl JetStreamSink {
+    pub async fn connect(config: &NatsConfig) -> Result<Self, SinkError> {
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(concat!("studio-relay/", env!("CARGO_PKG_VERSION")))
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None);
+        if let Some(t) = &config.token {
+            opts = opts.token(t.expose().to_string());
+        }
+        if let (Some(u), Some(p)) = (&config.user, &config.password) {
+            opts = opts.user_and_password(u.clone(), p.expose().to_string());
+        }
+        if let Some(path) = &config.credentials_file {
+            opts = opts.credentials_file(path).await.map_err(|e| {
+                SinkError::new(
+                    SinkErrorKind::Config,
+                    format!("credentials_file {}: {e}", path.display()),
+                )
+            })?;
+        }
+        if let Some(path) = &config.nkey_file {
+            let seed = std::fs::read_to_string(path).map_err(|e| {
+                SinkError::new(
+                    SinkErrorKind::Config,
+                    format!("nkey_file {}: {e}", path.display()),
+                )
+            })?;
+            opts = opts.nkey(seed.trim().to_string());
+        }
+        if let Some(ca) = &config.tls_ca_file {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        if config.tls_required {
+            opts = opts.require_tls(true);
+        }
+        let urls: Vec<&str> = config.url.split(',').map(str::trim).collect();
+        let servers: Vec<async_nats::ServerAddr> = urls
+            .iter()
+            .map(|u| u.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| SinkError::new(SinkErrorKind::Config, format!("sink.nats.url: {e}")))?;
+        // Never log the URL as given: it may carry credentials.
+        let client = opts
+            .connect(servers)
+            .await
+            .map_err(|e| unavailable("NATS connect", e))?;
+        let jetstream = config.jetstream.then(|| jetstream::new(client.clone()));
+        Ok(JetStreamSink {
+            client,
+            jetstream,
+            permits: Arc::new(Semaphore::new(config.max_pending_acks.max(1))),
+            config: config.clone(),
+        })
+    }
+
+    fn stream_config(&self) -> Result<stream::Config, SinkError> {
+        let c = &self.config;
+        let retention = match c.retention.as_str() {
+            "interest" => stream::RetentionPolicy::Interest,
+            "workqueue" => stream::RetentionPolicy::WorkQueue,
+            _ => stream::RetentionPolicy::Limits,
+        };
+        let storage = if c.storage == "memory" {
+            stream::StorageType::Memory
+        } else {
+            stream::StorageType::File
+        };
+        Ok(stream::Config {
+            name: c.stream.clone(),
+            subjects: c.stream_subjects.clone(),
+            duplicate_window: c.duplicate_window,
+            retention,
+            storage,
+            ..Default::default()
+        })
+    }
+}
+
+#[async_trait]
+impl Sink for JetStreamSink {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    async fn prepare(&self, _destinations: &[String]) -> Result<(), SinkError> {
+        let Some(js) = &self.jetstream else {
+            return Ok(());
+        };
+        if !self.config.create_stream {
+            return Ok(());
+        }
+        let wanted = self.stream_config()?;
+        js.create_or_update_stream(wanted).await.map_err(|e| {
+            SinkError::new(
+                SinkErrorKind::Config,
+                format!("create or update stream {}: {e}", self.config.stream),
+            )
+        })?;
+        tracing::info!(stream = %self.config.stream, "JetStream stream ready");
+        Ok(())
+    }
+
+    async fn send(&self, m: OutboundMessage) -> Result<AckFuture, SinkError> {
+        let mut headers = async_nats::HeaderMap::new();
+        for (k, v) in &m.headers {
+            headers.insert(k.as_str(), v.as_str());
+        }
+        let Some(js) = &self.jetstream else {
+            self.client
+                .publish_with_headers(m.destination, headers, m.payload)
+                .await
+                .map_err(|e| unavailable("publish", e))?;
+            return Ok(Box::pin(async { Ok(()) }));
+        };
+        headers.insert("Nats-Msg-Id", m.event_id.as_str());
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| unavailable("ack window", e))?;
+        let ack = js
+            .publish_with_headers(m.destination, headers, m.payload)
+            .await
+            .map_err(|e| unavailable("publish", e))?;
+        Ok(Box::pin(async move {
+            let r = ack.await;
+            drop(permit);
+            match r {
+                // `duplicate: true` means JetStream already has this event id: success.
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    use async_nats::jetstream::context::PublishErrorKind as K;
+                    let kind = match e.kind() {
+                        K::TimedOut | K::BrokenPipe | K::StreamNotFound => {
+                            SinkErrorKind::Unavailable
+                        }
+                        K::Other => SinkErrorKind::Unavailable,
+                        _ => SinkErrorKind::Rejected,
+                    };
+                    Err(SinkError::new(kind, format!("PubAck: {e}")))
+                }
+            }
+        }))
+    }
+
+    async fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
+        let all = self.config.max_pending_acks.max(1) as u32;
+        let wait_acks = async {
+            // Holding every permit means no ack is outstanding.
+            let _all = self.permits.acquire_many(all).await;
+        };
+        tokio::time::timeout(timeout, async {
+            wait_acks.await;
+            self.client.flush().await
+        })
+        .await
+        .map_err(|_| unavailable("flush", "timed out"))?
+        .map_err(|e| unavailable("flush", e))
+    }
+
+    async fn check_health(&self) -> Result<(), SinkError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(unavailable("NATS", "not connected"));
+        }
+        // A PING/PONG round trip proves the server answers, not just that a socket is open.
+        tokio::time::timeout(Duration::from_secs(3), self.client.flush())
+            .await
+            .map_err(|_| unavailable("NATS", "ping timed out"))?
+            .map_err(|e| unavailable("NATS", e))?;
+        if let (Some(js), true) = (&self.jetstream, self.config.create_stream) {
+            tokio::time::timeout(Duration::from_secs(3), js.get_stream(&self.config.stream))
+                .await
+                .map_err(|_| unavailable("JetStream", "stream info timed out"))?
+                .map_err(|e| unavailable("JetStream", e))?;
+        }
+        Ok(())
+    }
+}

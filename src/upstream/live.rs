@@ -1,0 +1,466 @@
+//! One live WebSocket per (tenant, data source), kept connected forever.
+//!
+//! - Reconnects with exponential backoff and full jitter, reset after a
+//!   connection stayed up for `healthy_after`.
+//! - Liveness by WebSocket ping and a pong deadline, never by silence:
+//!   `/profile_history` is silent for up to an hour by design.
+//! - HTTP 401 and `Invalid path.` are configuration problems: logged clearly,
+//!   retried slowly (`auth_backoff`), never in a hot loop.
+//! - Frames are forwarded as they are (text, binary, or the head of an
+//!   oversized frame); parsing happens downstream in `model/`. Forwarding
+//!   awaits queue space: a full queue pauses reading (backpressure).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{redact_url, Secret, UpstreamConfig};
+use crate::model::DataSource;
+use crate::ops::internal_events::*;
+use crate::ops::{Health, Metrics, SocketState};
+
+/// The exact text frame the Studio API sends after the 101 for an unknown path (§2.0).
+pub const INVALID_PATH_FRAME: &str = "Invalid path.";
+
+/// One frame as it came off the socket.
+#[derive(Debug, Clone)]
+pub struct LiveFrame {
+    pub tenant: Arc<str>,
+    pub source: DataSource,
+    /// Wall clock at arrival, UTC epoch milliseconds.
+    pub received_at_ms: i64,
+    /// Monotonic arrival time, for end-to-end latency.
+    pub received: Instant,
+    pub payload: FramePayload,
+}
+
+#[derive(Debug, Clone)]
+pub enum FramePayload {
+    Text(Bytes),
+    Binary(Bytes),
+    /// A frame above `max_frame_bytes`: only its head is kept (for the dead letter).
+    Oversized {
+        head: Bytes,
+        len: usize,
+    },
+}
+
+/// Connection lifecycle notifications (used for gap backfill).
+#[derive(Debug, Clone)]
+pub enum SocketEvent {
+    Connected {
+        tenant: Arc<str>,
+        source: DataSource,
+        at_ms: i64,
+    },
+    Disconnected {
+        tenant: Arc<str>,
+        source: DataSource,
+        at_ms: i64,
+    },
+}
+
+/// Joins the configured base URL and a source's path.
+pub fn socket_url(base: &str, source: DataSource) -> String {
+    format!("{}{}", base.trim_end_matches('/'), source.live_path())
+}
+
+/// Everything one socket task needs.
+pub struct LiveSocket {
+    pub tenant: Arc<str>,
+    pub source: DataSource,
+    pub token: Secret,
+    pub settings: UpstreamConfig,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// Optional listener for connect/disconnect events.
+    pub events: Option<mpsc::UnboundedSender<SocketEvent>>,
+}
+
+/// Why a connection ended.
+enum Ended {
+    Shutdown,
+    Lost {
+        reason: &'static str,
+        detail: String,
+    },
+    Unauthorized,
+    InvalidPath,
+}
+
+impl LiveSocket {
+    /// Runs until `shutdown`. Never returns an error: every failure is
+    /// reported (log, metric, health) and retried.
+    pub async fn run(self, out: mpsc::Sender<LiveFrame>, shutdown: CancellationToken) {
+        let url = socket_url(&self.settings.live_url, self.source);
+        let source = self.source.as_str();
+        let tenant = self.tenant.clone();
+        let mut attempt: u32 = 0;
+        self.health
+            .set_socket(&tenant, source, SocketState::Starting);
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let started = Instant::now();
+            let ended = self.connect_and_read(&url, attempt, &out, &shutdown).await;
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let delay = match ended {
+                Ended::Shutdown => break,
+                Ended::Unauthorized => {
+                    let delay = jitter_around(self.settings.auth_backoff);
+                    WebSocketUnauthorized {
+                        tenant: &tenant,
+                        source,
+                        retry_in: delay,
+                    }
+                    .emit(&self.metrics);
+                    self.health
+                        .set_socket(&tenant, source, SocketState::Unauthorized);
+                    delay
+                }
+                Ended::InvalidPath => {
+                    let delay = jitter_around(self.settings.auth_backoff);
+                    WebSocketPathRejected {
+                        tenant: &tenant,
+                        source,
+                        url: &redact_url(&url),
+                        retry_in: delay,
+                    }
+                    .emit(&self.metrics);
+                    self.health
+                        .set_socket(&tenant, source, SocketState::InvalidPath);
+                    delay
+                }
+                Ended::Lost { reason, detail } => {
+                    if started.elapsed() >= self.settings.healthy_after {
+                        attempt = 0;
+                    }
+                    attempt = attempt.saturating_add(1);
+                    WebSocketConnectionLost {
+                        tenant: &tenant,
+                        source,
+                        reason,
+                        detail: &detail,
+                    }
+                    .emit(&self.metrics);
+                    let delay = full_jitter(
+                        self.settings.backoff_min,
+                        self.settings.backoff_max,
+                        attempt,
+                    );
+                    WebSocketBackoffScheduled {
+                        tenant: &tenant,
+                        source,
+                        attempt,
+                        delay,
+                    }
+                    .emit(&self.metrics);
+                    self.health.set_socket(
+                        &tenant,
+                        source,
+                        SocketState::BackingOff {
+                            attempt,
+                            reason: reason.to_string(),
+                        },
+                    );
+                    delay
+                }
+            };
+            if let Some(ev) = &self.events {
+                let _ = ev.send(SocketEvent::Disconnected {
+                    tenant: tenant.clone(),
+                    source: self.source,
+                    at_ms: now_ms,
+                });
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        self.metrics
+            .socket_connected
+            .with_label_values(&[&tenant, source])
+            .set(0);
+        self.health
+            .set_socket(&tenant, source, SocketState::Stopped);
+    }
+
+    async fn connect_and_read(
+        &self,
+        url: &str,
+        attempt: u32,
+        out: &mpsc::Sender<LiveFrame>,
+        shutdown: &CancellationToken,
+    ) -> Ended {
+        let source = self.source.as_str();
+        let mut request = match url.into_client_request() {
+            Ok(r) => r,
+            Err(e) => {
+                return Ended::Lost {
+                    reason: "handshake",
+                    detail: format!("bad URL: {e}"),
+                }
+            }
+        };
+        let bearer = format!("Bearer {}", self.token.expose());
+        match bearer.parse() {
+            Ok(v) => {
+                request.headers_mut().insert(http_auth(), v);
+            }
+            Err(_) => return Ended::Unauthorized,
+        }
+        // The library refuses frames above its limit by failing the whole
+        // connection; keep its limit well above ours so that an oversized frame
+        // is dead-lettered by us instead of costing a reconnect.
+        let library_limit = self
+            .settings
+            .max_frame_bytes
+            .saturating_mul(4)
+            .max(64 << 20);
+        let ws_config = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(library_limit))
+            .max_frame_size(Some(library_limit));
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);
+        let ws = tokio::select! {
+            _ = shutdown.cancelled() => return Ended::Shutdown,
+            r = tokio::time::timeout(self.settings.connect_timeout, connect) => r,
+        };
+        let mut ws = match ws {
+            Err(_) => {
+                return Ended::Lost {
+                    reason: "network",
+                    detail: "connect timeout".into(),
+                }
+            }
+            Ok(Err(tungstenite::Error::Http(resp))) => {
+                let status = resp.status().as_u16();
+                return match status {
+                    401 => Ended::Unauthorized,
+                    500..=599 => Ended::Lost {
+                        reason: "http_5xx",
+                        detail: format!("handshake answered HTTP {status}"),
+                    },
+                    _ => Ended::Lost {
+                        reason: "handshake",
+                        detail: format!("handshake answered HTTP {status}"),
+                    },
+                };
+            }
+            Ok(Err(e)) => {
+                return Ended::Lost {
+                    reason: "network",
+                    detail: scrub(&e.to_string(), &self.token),
+                }
+            }
+            Ok(Ok((ws, _response))) => ws,
+        };
+        let tenant = self.tenant.clone();
+        WebSocketConnectionEstablished {
+            tenant: &tenant,
+            source,
+            attempt,
+        }
+        .emit(&self.metrics);
+        self.health
+            .set_socket(&tenant, source, SocketState::Connected);
+        if let Some(ev) = &self.events {
+            let at_ms = chrono::Utc::now().timestamp_millis();
+            let _ = ev.send(SocketEvent::Connected {
+                tenant: tenant.clone(),
+                source: self.source,
+                at_ms,
+            });
+        }
+
+        let mut ping = tokio::time::interval(self.settings.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await; // the first tick is immediate
+        let mut pong_deadline: Option<tokio::time::Instant> = None;
+        let max = self.settings.max_frame_bytes;
+        loop {
+            let deadline = pong_deadline;
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = ws.close(None).await;
+                    return Ended::Shutdown;
+                }
+                _ = ping.tick(), if pong_deadline.is_none() => {
+                    if let Err(e) = ws.send(Message::Ping(Bytes::from_static(b"studio-relay"))).await {
+                        return Ended::Lost { reason: "network", detail: format!("ping failed: {e}") };
+                    }
+                    pong_deadline = Some(tokio::time::Instant::now() + self.settings.pong_timeout);
+                    continue;
+                }
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                    return Ended::Lost { reason: "pong_timeout", detail: format!("no pong within {:?}", self.settings.pong_timeout) };
+                }
+                msg = ws.next() => msg,
+            };
+            let payload = match msg {
+                None => {
+                    return Ended::Lost {
+                        reason: "closed",
+                        detail: "stream ended".into(),
+                    }
+                }
+                Some(Err(e)) => {
+                    return Ended::Lost {
+                        reason: "network",
+                        detail: scrub(&e.to_string(), &self.token),
+                    }
+                }
+                Some(Ok(Message::Pong(_))) => {
+                    pong_deadline = None;
+                    continue;
+                }
+                Some(Ok(Message::Ping(_))) => {
+                    // tungstenite queued the pong; make sure it leaves now.
+                    let _ = ws.flush().await;
+                    continue;
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let detail = frame
+                        .map(|f| format!("close {} {}", u16::from(f.code), f.reason))
+                        .unwrap_or_default();
+                    return Ended::Lost {
+                        reason: "closed",
+                        detail,
+                    };
+                }
+                Some(Ok(Message::Frame(_))) => continue,
+                Some(Ok(Message::Text(text))) => {
+                    if text.as_str() == INVALID_PATH_FRAME {
+                        let _ = ws.close(None).await;
+                        return Ended::InvalidPath;
+                    }
+                    let bytes = Bytes::from(text);
+                    if bytes.len() > max {
+                        FramePayload::Oversized {
+                            len: bytes.len(),
+                            head: bytes.slice(..max.min(64 * 1024)),
+                        }
+                    } else {
+                        FramePayload::Text(bytes)
+                    }
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    if bytes.len() > max {
+                        FramePayload::Oversized {
+                            len: bytes.len(),
+                            head: bytes.slice(..max.min(64 * 1024)),
+                        }
+                    } else {
+                        FramePayload::Binary(bytes)
+                    }
+                }
+            };
+            FrameReceived {
+                tenant: &tenant,
+                source,
+            }
+            .emit(&self.metrics);
+            let frame = LiveFrame {
+                tenant: tenant.clone(),
+                source: self.source,
+                received_at_ms: chrono::Utc::now().timestamp_millis(),
+                received: Instant::now(),
+                payload,
+            };
+            let waited = Instant::now();
+            if out.send(frame).await.is_err() {
+                // The pipeline is gone: only happens on shutdown.
+                return Ended::Shutdown;
+            }
+            // While we waited for queue space we could not read pongs; do not
+            // count that time against the server.
+            if let Some(d) = pong_deadline.as_mut() {
+                *d += waited.elapsed();
+            }
+        }
+    }
+}
+
+fn http_auth() -> tungstenite::http::header::HeaderName {
+    tungstenite::http::header::AUTHORIZATION
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Error texts from the network stack may quote the request; make sure the
+/// token never survives into a log line.
+fn scrub(text: &str, token: &Secret) -> String {
+    if token.is_empty() {
+        return text.to_string();
+    }
+    text.replace(token.expose(), crate::config::REDACTED)
+}
+
+/// Exponential backoff with full jitter: uniform in [min/2, min(max, min·2^(attempt-1))].
+pub fn full_jitter(min: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = min.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let cap = exp.min(max).max(min);
+    let lo = min / 2;
+    rand::thread_rng().gen_range(lo..=cap)
+}
+
+/// ±20 % around a fixed delay so many sockets do not retry in lockstep.
+pub fn jitter_around(d: Duration) -> Duration {
+    let f: f64 = rand::thread_rng().gen_range(0.8..=1.2);
+    d.mul_f64(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        let min = Duration::from_millis(100);
+        let max = Duration::from_secs(5);
+        for attempt in 1..40 {
+            let d = full_jitter(min, max, attempt);
+            assert!(d >= min / 2 && d <= max, "attempt {attempt}: {d:?}");
+        }
+        let late: Vec<_> = (0..50).map(|_| full_jitter(min, max, 10)).collect();
+        assert!(
+            late.iter().any(|d| *d > Duration::from_secs(1)),
+            "backoff should grow: {late:?}"
+        );
+    }
+
+    #[test]
+    fn urls_join_cleanly() {
+        assert_eq!(
+            socket_url("ws://127.0.0.1:1/", DataSource::Calls),
+            "ws://127.0.0.1:1/calls"
+        );
+        assert_eq!(
+            socket_url("wss://h", DataSource::ProfileHistory),
+            "wss://h/profile_history"
+        );
+    }
+
+    #[test]
+    fn scrub_removes_token() {
+        let t = Secret::new("abc123");
+        assert_eq!(
+            scrub("failed for Bearer abc123", &t),
+            format!("failed for Bearer {}", crate::config::REDACTED)
+        );
+    }
+}

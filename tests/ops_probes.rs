@@ -1,0 +1,199 @@
+//! Issue 7 acceptance: `/metrics` agrees with the broker; `/readyz` follows the
+//! broker's health and the token's validity.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use studio_relay::config;
+use studio_relay::simulator::{self, SimulateArgs, SimulatorHandle};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+struct Sim {
+    #[command(flatten)]
+    args: SimulateArgs,
+}
+
+async fn simulator(token: &str) -> SimulatorHandle {
+    let args = Sim::parse_from([
+        "sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--token",
+        token,
+        "--rate",
+        "20",
+        "--speed",
+        "60",
+    ])
+    .args;
+    simulator::spawn(args).await.expect("simulator starts")
+}
+
+fn config(sim: &SimulatorHandle, token: &str, nats_url: &str) -> config::Config {
+    let env = vec![
+        (
+            "STUDIO_RELAY__TENANTS__0__NAME".to_string(),
+            "acme".to_string(),
+        ),
+        ("STUDIO_RELAY__TENANTS__0__TOKEN".into(), token.into()),
+        ("STUDIO_RELAY__UPSTREAM__LIVE_URL".into(), sim.live_url()),
+        ("STUDIO_RELAY__UPSTREAM__BACKOFF_MIN".into(), "100ms".into()),
+        ("STUDIO_RELAY__UPSTREAM__BACKOFF_MAX".into(), "1s".into()),
+        ("STUDIO_RELAY__UPSTREAM__AUTH_BACKOFF".into(), "2s".into()),
+        ("STUDIO_RELAY__OPS__LISTEN".into(), "127.0.0.1:0".into()),
+        ("STUDIO_RELAY__SINK__KIND".into(), "nats".into()),
+        ("STUDIO_RELAY__SINK__NATS__URL".into(), nats_url.into()),
+        ("STUDIO_RELAY__SINK__NATS__STREAM".into(), "OPS".into()),
+    ];
+    config::load_from_str("", "test", env, |p| std::fs::read_to_string(p)).unwrap()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let resp = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .expect("ops endpoint answers");
+    (
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default(),
+    )
+}
+
+async fn wait_status(addr: SocketAddr, path: &str, want: u16, timeout: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (status, body) = get(addr, path).await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} stayed {status}, wanted {want}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn metric_sum(text: &str, name: &str, label_filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label_filter)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_the_broker_and_readiness_follows_the_broker() {
+    let mut nats = support::NatsServer::start();
+    let sim = simulator("ops-token").await;
+    let shutdown = CancellationToken::new();
+    let relay =
+        studio_relay::relay::start(config(&sim, "ops-token", &nats.url()), shutdown.clone())
+            .await
+            .unwrap();
+    let addr = relay.ops_addr.expect("ops listener");
+    wait_status(addr, "/readyz", 200, Duration::from_secs(20)).await;
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Broker down: readiness must say so (the point other connectors miss).
+    nats.stop();
+    let body = wait_status(addr, "/readyz", 503, Duration::from_secs(20)).await;
+    assert!(body.contains("sink"), "{body}");
+    assert_eq!(
+        get(addr, "/healthz").await.0,
+        200,
+        "a broker outage is not a reason to restart the pod"
+    );
+    nats.restart();
+    wait_status(addr, "/readyz", 200, Duration::from_secs(30)).await;
+
+    // Quiesce: stop the source, let the relay settle, then compare.
+    sim.shutdown().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, text) = get(addr, "/metrics").await;
+    let published = metric_sum(
+        &text,
+        "studio_relay_events_published_total",
+        "origin=\"live\"",
+    );
+    let frames = metric_sum(&text, "studio_relay_frames_received_total", "");
+    assert!(published > 0.0, "{text}");
+    assert!(
+        frames >= published,
+        "frames {frames} < published {published}"
+    );
+    let on_broker = support::nats_fetch_all(
+        &nats.url(),
+        "OPS",
+        "telavox.studio.>",
+        published as usize,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        on_broker.len() as f64,
+        published,
+        "metrics say {published}, broker holds {}",
+        on_broker.len()
+    );
+    for name in [
+        "studio_relay_socket_connected",
+        "studio_relay_end_to_end_latency_seconds_bucket",
+        "studio_relay_sink_up",
+        "studio_relay_seconds_since_last_event",
+    ] {
+        assert!(text.contains(name), "missing {name}");
+    }
+    shutdown.cancel();
+    relay.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_makes_the_relay_not_ready() {
+    let nats = support::NatsServer::start();
+    let sim = simulator("the-right-token").await;
+    let shutdown = CancellationToken::new();
+    let relay =
+        studio_relay::relay::start(config(&sim, "a-wrong-token", &nats.url()), shutdown.clone())
+            .await
+            .unwrap();
+    let addr = relay.ops_addr.unwrap();
+    let body = wait_status(addr, "/readyz", 503, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, body2) = get(addr, "/readyz").await;
+    assert!(
+        body.contains("Unauthorized") || body2.contains("Unauthorized"),
+        "{body}\n{body2}"
+    );
+    assert!(
+        !body2.contains("a-wrong-token"),
+        "token leaked into /readyz"
+    );
+    let (_, text) = get(addr, "/metrics").await;
+    assert!(
+        !text.contains("a-wrong-token"),
+        "token leaked into /metrics"
+    );
+    let attempts = metric_sum(
+        &text,
+        "studio_relay_reconnects_total",
+        "reason=\"unauthorized\"",
+    );
+    assert!(
+        attempts >= 5.0,
+        "every source should have been refused at least once: {attempts}"
+    );
+    // auth_backoff is 2 s: in ~3 s at most two attempts per socket, never a hot loop.
+    assert!(
+        attempts <= 15.0,
+        "retry rate not bounded: {attempts} attempts"
+    );
+    shutdown.cancel();
+    relay.wait().await.unwrap();
+    sim.shutdown().await;
+}
