@@ -6,50 +6,25 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
 use studio_relay::config;
-use studio_relay::simulator::{self, SimulateArgs, SimulatorHandle};
+use studio_relay::simulator::SimulatorHandle;
+use support::live::metric_sum;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Parser)]
-struct Sim {
-    #[command(flatten)]
-    args: SimulateArgs,
-}
-
 async fn simulator(token: &str) -> SimulatorHandle {
-    let args = Sim::parse_from([
-        "sim",
-        "--listen",
-        "127.0.0.1:0",
-        "--token",
-        token,
-        "--rate",
-        "20",
-        "--speed",
-        "60",
-    ])
-    .args;
-    simulator::spawn(args).await.expect("simulator starts")
+    support::live::start_simulator(token, &[]).await
 }
 
 fn config(sim: &SimulatorHandle, token: &str, nats_url: &str) -> config::Config {
-    let env = vec![
-        (
-            "STUDIO_RELAY__TENANTS__0__NAME".to_string(),
-            "acme".to_string(),
-        ),
-        ("STUDIO_RELAY__TENANTS__0__TOKEN".into(), token.into()),
-        ("STUDIO_RELAY__UPSTREAM__LIVE_URL".into(), sim.live_url()),
-        ("STUDIO_RELAY__UPSTREAM__BACKOFF_MIN".into(), "100ms".into()),
-        ("STUDIO_RELAY__UPSTREAM__BACKOFF_MAX".into(), "1s".into()),
-        ("STUDIO_RELAY__UPSTREAM__AUTH_BACKOFF".into(), "2s".into()),
-        ("STUDIO_RELAY__OPS__LISTEN".into(), "127.0.0.1:0".into()),
-        ("STUDIO_RELAY__SINK__KIND".into(), "nats".into()),
-        ("STUDIO_RELAY__SINK__NATS__URL".into(), nats_url.into()),
-        ("STUDIO_RELAY__SINK__NATS__STREAM".into(), "OPS".into()),
-    ];
-    config::load_from_str("", "test", env, |p| std::fs::read_to_string(p)).unwrap()
+    support::live::relay_config(
+        sim,
+        token,
+        &[
+            ("STUDIO_RELAY__SINK__KIND", "nats".into()),
+            ("STUDIO_RELAY__SINK__NATS__URL", nats_url.into()),
+            ("STUDIO_RELAY__SINK__NATS__STREAM", "OPS".into()),
+        ],
+    )
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -75,15 +50,6 @@ async fn wait_status(addr: SocketAddr, path: &str, want: u16, timeout: Duration)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn metric_sum(text: &str, name: &str, label_filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label_filter)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

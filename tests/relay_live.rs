@@ -3,146 +3,13 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
-use futures::StreamExt;
-use studio_relay::config::{self, Config};
-use studio_relay::model::{self, DataSource, Envelope, Origin};
-use studio_relay::ops::Metrics;
-use studio_relay::simulator::{self, SimulateArgs, SimulatorHandle};
+use studio_relay::model::DataSource;
+use support::live::{header, relay_config, start_simulator, wait_until, Seen, Witness};
 use tokio_util::sync::CancellationToken;
 
-/// (source, event id, partition key) of one event.
-type Seen = (DataSource, String, Option<String>);
-
 const TOKEN: &str = "relay-test-token";
-
-#[derive(Parser)]
-struct Sim {
-    #[command(flatten)]
-    args: SimulateArgs,
-}
-
-async fn start_simulator(extra: &[&str]) -> SimulatorHandle {
-    let mut argv = vec![
-        "sim",
-        "--listen",
-        "127.0.0.1:0",
-        "--token",
-        TOKEN,
-        "--rate",
-        "20",
-        "--speed",
-        "60",
-        "--seed",
-        "11",
-    ];
-    argv.extend_from_slice(extra);
-    simulator::spawn(Sim::parse_from(argv).args)
-        .await
-        .expect("simulator starts")
-}
-
-/// A relay config pointing at `sim`, with extra `STUDIO_RELAY__*` overrides.
-fn relay_config(sim: &SimulatorHandle, overrides: &[(&str, String)]) -> Config {
-    let mut env: Vec<(String, String)> = vec![
-        ("STUDIO_RELAY__TENANTS__0__NAME".into(), "acme".into()),
-        ("STUDIO_RELAY__TENANTS__0__TOKEN".into(), TOKEN.into()),
-        ("STUDIO_RELAY__UPSTREAM__LIVE_URL".into(), sim.live_url()),
-        (
-            "STUDIO_RELAY__UPSTREAM__GRAPHQL_URL".into(),
-            sim.graphql_url(),
-        ),
-        ("STUDIO_RELAY__UPSTREAM__BACKOFF_MIN".into(), "100ms".into()),
-        ("STUDIO_RELAY__UPSTREAM__BACKOFF_MAX".into(), "1s".into()),
-        ("STUDIO_RELAY__UPSTREAM__AUTH_BACKOFF".into(), "2s".into()),
-        ("STUDIO_RELAY__UPSTREAM__PING_INTERVAL".into(), "1s".into()),
-        ("STUDIO_RELAY__OPS__LISTEN".into(), "127.0.0.1:0".into()),
-    ];
-    env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    config::load_from_str("", "test", env, |p| std::fs::read_to_string(p))
-        .expect("valid test config")
-}
-
-/// An independent WebSocket client recording what the simulator pushes: the
-/// ground truth, as event ids per source in arrival order.
-struct Witness {
-    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Witness {
-    async fn connect(sim: &SimulatorHandle, sources: &[DataSource]) -> Witness {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for &source in sources {
-            let mut req = format!("{}{}", sim.live_url(), source.live_path())
-                .into_client_request()
-                .unwrap();
-            req.headers_mut()
-                .insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
-            let (mut ws, _) = tokio_tungstenite::connect_async(req)
-                .await
-                .expect("witness connects");
-            let seen = seen.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some(Ok(msg)) = ws.next().await {
-                    if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-                        if let Ok(record) = model::normalize_live(source, t.as_bytes()) {
-                            let key = record.partition_key();
-                            let env = Envelope::new("acme".into(), Origin::Live, 0, record);
-                            seen.lock()
-                                .unwrap()
-                                .push((source, env.event_id.to_string(), key));
-                        }
-                    }
-                }
-            }));
-        }
-        Witness { seen, tasks }
-    }
-
-    fn ids(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Witness {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-fn all_connected(metrics: &Metrics, n: usize) -> bool {
-    let text = metrics.render();
-    text.lines()
-        .filter(|l| l.starts_with("studio_relay_socket_connected{") && l.ends_with(" 1"))
-        .count()
-        == n
-}
 
 /// Runs the relay into `sink_overrides`, witnesses the stream, stops the
 /// simulator, drains, and returns (witnessed, published-count).
@@ -150,8 +17,8 @@ async fn relay_session(
     sink_overrides: Vec<(&'static str, String)>,
     run_for: Duration,
 ) -> (Vec<Seen>, studio_relay::relay::RelaySummary) {
-    let sim = start_simulator(&[]).await;
-    let config = relay_config(&sim, &sink_overrides);
+    let sim = start_simulator(TOKEN, &[]).await;
+    let config = relay_config(&sim, TOKEN, &sink_overrides);
     let shutdown = CancellationToken::new();
     let relay = studio_relay::relay::start(config, shutdown.clone())
         .await
@@ -160,10 +27,10 @@ async fn relay_session(
     wait_until(
         "all five sockets connected",
         Duration::from_secs(20),
-        || all_connected(&metrics, 5),
+        || support::live::connected_sockets(&metrics.render()) == 5,
     )
     .await;
-    let witness = Witness::connect(&sim, &DataSource::ALL).await;
+    let witness = Witness::connect(&sim, TOKEN, &DataSource::ALL).await;
     tokio::time::sleep(run_for).await;
     // Stop the source for both readers at once, then drain the relay.
     sim.shutdown().await;

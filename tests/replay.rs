@@ -307,3 +307,90 @@ async fn a_refused_token_and_bad_arguments_fail_fast() {
     .unwrap_err();
     assert!(e.to_string().contains("no historic layer"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_published_live_and_later_replayed_has_the_same_event_id() {
+    // Ten simulated minutes per real second: journeys finish within the run.
+    let nats = support::NatsServer::start();
+    let sim = support::live::start_simulator(TOKEN, &["--speed", "600", "--rate", "4"]).await;
+    let live_sink = |stream: &str, template: &str| {
+        vec![
+            ("STUDIO_RELAY__SINK__KIND", "nats".to_string()),
+            ("STUDIO_RELAY__SINK__NATS__URL", nats.url()),
+            ("STUDIO_RELAY__SINK__NATS__STREAM", stream.to_string()),
+            (
+                "STUDIO_RELAY__SINK__NATS__STREAM_SUBJECTS",
+                format!("[\"{}.>\"]", template.split('.').next().unwrap()),
+            ),
+            ("STUDIO_RELAY__SINK__TOPIC_TEMPLATE", template.to_string()),
+            (
+                "STUDIO_RELAY__SINK__DEADLETTER_TOPIC",
+                format!("{}.deadletter", template.split('.').next().unwrap()),
+            ),
+        ]
+    };
+    let shutdown = CancellationToken::new();
+    let relay = studio_relay::relay::start(
+        support::live::relay_config(&sim, TOKEN, &live_sink("LIVE", "live.{source}.v{version}")),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let m = relay.metrics.clone();
+    support::live::wait_until("five sockets connected", Duration::from_secs(20), || {
+        support::live::connected_sockets(&m.render()) == 5
+    })
+    .await;
+    let connected_at = sim.sim_now_ms();
+    tokio::time::sleep(Duration::from_secs(24)).await;
+    let stopped_at = sim.sim_now_ms();
+    shutdown.cancel();
+    let live = relay.wait().await.unwrap();
+
+    // Replay the middle of what the relay saw: an hour's margin on each side,
+    // so every journey in it started and ended while the relay was connected.
+    let hour = 3_600_000;
+    let (from, to) = (connected_at + hour, stopped_at - hour);
+    assert!(to - from >= hour, "simulated run too short");
+    let replayed = replay::run(
+        args(from, to, &["--sources", "calls,queues,agents"]),
+        config(&sim, TOKEN, &live_sink("REPLAYED", "replayed.{source}.v{version}")),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(replayed.records() > 20, "too little replayed: {replayed:?}");
+
+    let live_msgs = support::nats_fetch_all(
+        &nats.url(),
+        "LIVE",
+        "live.>",
+        live.published as usize,
+        Duration::from_secs(20),
+    )
+    .await;
+    let replay_msgs = support::nats_fetch_all(
+        &nats.url(),
+        "REPLAYED",
+        "replayed.>",
+        replayed.records() as usize,
+        Duration::from_secs(20),
+    )
+    .await;
+    let live_ids = per_source(&live_msgs, "json");
+    let replay_ids = per_source(&replay_msgs, "json");
+    for source in [DataSource::Calls, DataSource::Queues, DataSource::Agents] {
+        let r = replay_ids.get(&source).cloned().unwrap_or_default();
+        let l = live_ids.get(&source).cloned().unwrap_or_default();
+        assert!(!r.is_empty(), "{source}: nothing replayed");
+        let missing: Vec<_> = r.difference(&l).collect();
+        assert!(
+            missing.is_empty(),
+            "{source}: {} of {} replayed records have no live twin with the same event id, e.g. {:?}",
+            missing.len(),
+            r.len(),
+            missing.first()
+        );
+    }
+    sim.shutdown().await;
+}

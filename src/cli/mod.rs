@@ -1,6 +1,7 @@
 //! The command line. The only place that uses `anyhow` and decides exit codes:
 //! 0 done, 1 failed, 2 bad configuration or arguments, 130 interrupted.
 
+pub mod asyncapi;
 pub mod demo;
 pub mod schemas;
 

@@ -23,6 +23,13 @@ pub enum SchemasCommand {
         #[arg(long, default_value = "schemas")]
         dir: PathBuf,
     },
+    /// Write the AsyncAPI 3 document of every topic/subject (keys, CloudEvents
+    /// headers, payload schemas); `docs/asyncapi.yaml` is this output.
+    Asyncapi {
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -82,6 +89,17 @@ pub fn run(cmd: SchemasCommand) -> Result<(), SchemasError> {
                 let path = out.join(name);
                 std::fs::write(&path, text).map_err(io(&path))?;
                 eprintln!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        SchemasCommand::Asyncapi { out } => {
+            let text = super::asyncapi::yaml();
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text).map_err(io(&path))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
             }
             Ok(())
         }

@@ -266,6 +266,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "must be at least 1024",
         ));
     }
+    if c.sink.deadletter_max_bytes < 1024 {
+        return Err(ConfigError::invalid(
+            "sink.deadletter_max_bytes",
+            "must be at least 1024",
+        ));
+    }
     let mut names = std::collections::HashSet::new();
     for (i, t) in c.tenants.iter().enumerate() {
         let ok = !t.name.is_empty()

@@ -164,6 +164,12 @@ pub struct SinkConfig {
     pub topic_template: String,
     /// Topic / subject for payloads that could not be relayed (raw bytes kept).
     pub deadletter_topic: String,
+    /// Largest raw payload kept in a dead letter; a longer one keeps its first
+    /// this-many bytes and says so in `studio_relay_payload_bytes` /
+    /// `studio_relay_truncated`. Keep it below the broker's message limit
+    /// (NATS `max_payload` 1 MiB, Kafka `message.max.bytes` 1 MB by default),
+    /// or the broker refuses the dead letter itself.
+    pub deadletter_max_bytes: usize,
     /// Topic / subject for control events (gap markers).
     pub control_topic: String,
     /// Kafka producer settings (used when `kind = "kafka"`).
@@ -178,6 +184,7 @@ impl Default for SinkConfig {
             kind: SinkKind::Stdout,
             topic_template: "telavox.studio.{source}.v{version}".into(),
             deadletter_topic: "telavox.studio.deadletter".into(),
+            deadletter_max_bytes: 900 * 1024,
             control_topic: "telavox.studio.control".into(),
             kafka: KafkaConfig::default(),
             nats: NatsConfig::default(),

@@ -17,12 +17,15 @@ pub const DL_REASON: &str = "studio_relay_reason";
 pub const DL_ERROR: &str = "studio_relay_error";
 pub const DL_TENANT: &str = "studio_relay_tenant";
 pub const DL_SOURCE: &str = "studio_relay_source";
+pub const DL_PAYLOAD_BYTES: &str = "studio_relay_payload_bytes";
+pub const DL_TRUNCATED: &str = "studio_relay_truncated";
 
 /// Builds every message the relay publishes.
 pub struct MessageBuilder {
     encoder: Encoder,
     topic_template: String,
     deadletter_topic: String,
+    deadletter_max_bytes: usize,
     dead_letters: AtomicU64,
 }
 
@@ -32,6 +35,7 @@ impl MessageBuilder {
             encoder,
             topic_template: sink.topic_template.clone(),
             deadletter_topic: sink.deadletter_topic.clone(),
+            deadletter_max_bytes: sink.deadletter_max_bytes,
             dead_letters: AtomicU64::new(0),
         }
     }
@@ -109,25 +113,36 @@ impl MessageBuilder {
             .filter(|c| !c.is_control())
             .take(1024)
             .collect();
+        let size = raw.len();
+        let mut headers = vec![
+            ("ce_specversion".into(), "1.0".into()),
+            ("ce_id".into(), id.clone()),
+            ("ce_type".into(), "com.telavox.studio.deadletter".into()),
+            (
+                "ce_source".into(),
+                format!("telavox-studio/{tenant}/{source}"),
+            ),
+            ("ce_time".into(), time),
+            ("content-type".into(), "application/octet-stream".into()),
+            (DL_REASON.into(), reason.into()),
+            (DL_ERROR.into(), error),
+            (DL_TENANT.into(), tenant.into()),
+            (DL_SOURCE.into(), source.as_str().into()),
+            (DL_PAYLOAD_BYTES.into(), size.to_string()),
+        ];
+        // A dead letter the broker refuses for its size would lose the
+        // incident altogether: keep the head, and say that it is one.
+        let payload = if size > self.deadletter_max_bytes {
+            headers.push((DL_TRUNCATED.into(), "true".into()));
+            raw.slice(..self.deadletter_max_bytes)
+        } else {
+            raw
+        };
         OutboundMessage {
             destination: self.deadletter_topic.clone(),
             key: Some(format!("{tenant}/{source}")),
-            headers: vec![
-                ("ce_specversion".into(), "1.0".into()),
-                ("ce_id".into(), id.clone()),
-                ("ce_type".into(), "com.telavox.studio.deadletter".into()),
-                (
-                    "ce_source".into(),
-                    format!("telavox-studio/{tenant}/{source}"),
-                ),
-                ("ce_time".into(), time),
-                ("content-type".into(), "application/octet-stream".into()),
-                (DL_REASON.into(), reason.into()),
-                (DL_ERROR.into(), error),
-                (DL_TENANT.into(), tenant.into()),
-                (DL_SOURCE.into(), source.as_str().into()),
-            ],
-            payload: raw,
+            headers,
+            payload,
             event_id: id,
         }
     }

@@ -328,7 +328,9 @@ pub(crate) async fn handle_upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    match Source::from_path(uri.path()) {
+    let source = Source::from_path(uri.path())
+        .filter(|s| !state.args.invalid_paths.iter().any(|p| p == s.as_str()));
+    match source {
         Some(source) => {
             let rx = state.hub.sender(tenant, source).subscribe();
             ws.on_upgrade(move |socket| client_loop(socket, rx, state, source))

@@ -139,6 +139,12 @@ pub struct SimulateArgs {
     /// or 503).
     #[arg(long = "graphql-5xx-share", env = "STUDIO_SIM_GRAPHQL_5XX_SHARE", default_value_t = 0.0, value_parser = parse_share)]
     pub graphql_5xx_share: f64,
+
+    /// Fault: answer these live paths (e.g. `profile_live`) as if they did
+    /// not exist: HTTP 101, then the single text frame `Invalid path.` (§2.0).
+    /// Mimics an account or API version without that data source.
+    #[arg(long = "invalid-path", env = "STUDIO_SIM_INVALID_PATHS", value_delimiter = ',', value_name = "SOURCE")]
+    pub invalid_paths: Vec<String>,
 }
 
 impl Default for SimulateArgs {
@@ -157,6 +163,7 @@ impl Default for SimulateArgs {
             refuse_handshakes_for: None,
             graphql_429_share: 0.0,
             graphql_5xx_share: 0.0,
+            invalid_paths: Vec::new(),
         }
     }
 }
@@ -243,6 +250,13 @@ fn validate(args: &SimulateArgs) -> Result<(), SimulatorError> {
         if !(0.0..=1.0).contains(&share) {
             return Err(SimulatorError::InvalidArgs(format!(
                 "{name} must be between 0 and 1"
+            )));
+        }
+    }
+    for name in &args.invalid_paths {
+        if journey::Source::from_path(&format!("/{name}")).is_none() {
+            return Err(SimulatorError::InvalidArgs(format!(
+                "--invalid-path {name}: not one of calls, queues, agents, profile_live, profile_history"
             )));
         }
     }

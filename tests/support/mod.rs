@@ -4,6 +4,8 @@
 //! A missing broker binary is a test failure that says how to install it.
 #![allow(dead_code)]
 
+pub mod live;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

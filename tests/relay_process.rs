@@ -1,0 +1,265 @@
+//! Issue 5 acceptance on the real binary: `studio-relay run` as a process,
+//! stopped with SIGTERM while publishing, and its captured logs searched for
+//! secrets.
+
+mod support;
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use support::live::{metric_sum, start_simulator};
+
+const GOOD_TOKEN: &str = "tv-secret-run-token-5b7e0c";
+const WRONG_TOKEN: &str = "tv-wrong-token-91ac44";
+const URL_PASSWORD: &str = "gql-pass-77f3";
+
+/// A `studio-relay` child process with stdout/stderr captured in files.
+struct Relay {
+    child: Child,
+    dir: tempfile::TempDir,
+    ops_port: u16,
+}
+
+impl Relay {
+    fn spawn(args: &[&str], env: &[(&str, String)]) -> Relay {
+        let dir = tempfile::tempdir().unwrap();
+        let ops_port = support::free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_studio-relay"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("STUDIO_RELAY") || k == "TELAVOX_TOKEN" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(["--log-format", "json", "--log-level", "info"])
+            .args(args)
+            .env("STUDIO_RELAY__OPS__LISTEN", format!("127.0.0.1:{ops_port}"))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("stdout")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
+        let child = cmd.spawn().expect("start studio-relay");
+        Relay {
+            child,
+            dir,
+            ops_port,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let resp = reqwest::get(format!("http://127.0.0.1:{}{path}", self.ops_port))
+            .await
+            .ok()?;
+        Some((resp.status().as_u16(), resp.text().await.ok()?))
+    }
+
+    async fn metrics(&self) -> String {
+        self.get("/metrics").await.map(|r| r.1).unwrap_or_default()
+    }
+
+    fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Waits for the exit; fails the test after `timeout`.
+    async fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "studio-relay did not exit within {timeout:?}; stderr:\n{}",
+                    self.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything the process wrote (stdout then stderr).
+    fn output(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap();
+        format!("{}{}", read("stdout"), read("stderr"))
+    }
+
+    /// The JSON log lines whose message contains `needle`.
+    fn log_lines(&self, needle: &str) -> Vec<serde_json::Value> {
+        self.output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| {
+                v.pointer("/fields/message")
+                    .and_then(|m| m.as_str())
+                    .is_some_and(|m| m.contains(needle))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn assert_no_secrets(what: &str, text: &str) {
+    for secret in [GOOD_TOKEN, WRONG_TOKEN, URL_PASSWORD] {
+        assert!(
+            !text.contains(secret),
+            "secret `{secret}` leaked into {what}:\n{text}"
+        );
+    }
+}
+
+async fn wait_for(what: &str, timeout: Duration, relay: &Relay, check: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = relay.metrics().await;
+        if check(&text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; output:\n{}",
+            relay.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn nats_env(sim_live: String, nats: &support::NatsServer, stream: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("STUDIO_RELAY__TENANTS__0__NAME", "acme".into()),
+        ("STUDIO_RELAY__UPSTREAM__LIVE_URL", sim_live),
+        (
+            "STUDIO_RELAY__UPSTREAM__GRAPHQL_URL",
+            format!("http://gql-user:{URL_PASSWORD}@127.0.0.1:9/graphql"),
+        ),
+        ("STUDIO_RELAY__UPSTREAM__BACKOFF_MIN", "100ms".into()),
+        ("STUDIO_RELAY__UPSTREAM__BACKOFF_MAX", "1s".into()),
+        ("STUDIO_RELAY__UPSTREAM__AUTH_BACKOFF", "2s".into()),
+        ("STUDIO_RELAY__SINK__KIND", "nats".into()),
+        ("STUDIO_RELAY__SINK__NATS__URL", nats.url()),
+        ("STUDIO_RELAY__SINK__NATS__STREAM", stream.into()),
+        ("STUDIO_RELAY__RELAY__SHUTDOWN_DEADLINE", "10s".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_publishing_exits_0_with_everything_acknowledged_on_the_broker() {
+    let nats = support::NatsServer::start();
+    let sim = start_simulator(GOOD_TOKEN, &["--rate", "60"]).await;
+    let mut env = nats_env(sim.live_url(), &nats, "SIGTERM");
+    env.push(("TELAVOX_TOKEN", GOOD_TOKEN.into()));
+    let mut relay = Relay::spawn(&["run"], &env);
+    wait_for("events published", Duration::from_secs(60), &relay, |t| {
+        metric_sum(t, "studio_relay_events_published_total", "") >= 50.0
+    })
+    .await;
+
+    // The simulator keeps pushing while the relay drains.
+    let t0 = Instant::now();
+    relay.sigterm();
+    let status = relay.wait(Duration::from_secs(15)).await;
+    let took = t0.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status}; output:\n{}",
+        relay.output()
+    );
+    assert!(took < Duration::from_secs(11), "drain took {took:?}, deadline 10 s");
+
+    let stopped = relay.log_lines("relay stopped");
+    assert_eq!(stopped.len(), 1, "one `relay stopped` line:\n{}", relay.output());
+    let published = stopped[0]
+        .pointer("/fields/published")
+        .and_then(|v| v.as_u64())
+        .expect("published count in the stop line");
+    assert!(published >= 50);
+    let on_broker = support::nats_fetch_all(
+        &nats.url(),
+        "SIGTERM",
+        "telavox.studio.>",
+        published as usize,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        on_broker.len() as u64,
+        published,
+        "every event acknowledged before exit is on the broker, and nothing else"
+    );
+    assert_no_secrets("the relay's logs", &relay.output());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_logged_clearly_and_no_secret_reaches_logs_metrics_or_check_config() {
+    let nats = support::NatsServer::start();
+    let sim = start_simulator(GOOD_TOKEN, &[]).await;
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, format!("{WRONG_TOKEN}\n")).unwrap();
+    let mut env = nats_env(sim.live_url(), &nats, "WRONGTOKEN");
+    env.push((
+        "STUDIO_RELAY__TENANTS__0__TOKEN_FILE",
+        token_file.display().to_string(),
+    ));
+
+    let mut relay = Relay::spawn(&["run"], &env);
+    wait_for("refusals counted", Duration::from_secs(30), &relay, |t| {
+        metric_sum(t, "studio_relay_reconnects_total", "reason=\"unauthorized\"") >= 5.0
+    })
+    .await;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (ready, ready_body) = relay.get("/readyz").await.expect("readyz answers");
+    assert_eq!(ready, 503, "{ready_body}");
+    let metrics = relay.metrics().await;
+    let elapsed = t0.elapsed().as_secs_f64() + 2.0;
+    relay.sigterm();
+    assert_eq!(relay.wait(Duration::from_secs(15)).await.code(), Some(0));
+
+    let refusals = relay.log_lines("HTTP 401");
+    assert!(
+        refusals.len() >= 5,
+        "each source logs the refusal:\n{}",
+        relay.output()
+    );
+    assert!(
+        refusals.iter().all(|l| l["level"] == "ERROR"),
+        "{refusals:?}"
+    );
+    // auth_backoff 2 s ± jitter: per source at most one attempt per ~1.6 s.
+    let bound = 5.0 * (2.0 + elapsed / 1.6);
+    assert!(
+        (refusals.len() as f64) <= bound,
+        "{} refusals in ~{elapsed:.0} s: retry rate not bounded",
+        refusals.len()
+    );
+    assert_no_secrets("the relay's logs", &relay.output());
+    assert_no_secrets("/metrics", &metrics);
+    assert_no_secrets("/readyz", &ready_body);
+
+    // check-config prints the effective config: redacted.
+    let mut check = Relay::spawn(&["check-config"], &env);
+    assert_eq!(
+        check.wait(Duration::from_secs(20)).await.code(),
+        Some(0),
+        "{}",
+        check.output()
+    );
+    let printed = check.output();
+    assert!(printed.contains("gql-user"), "the URL is printed:\n{printed}");
+    assert_no_secrets("check-config", &printed);
+    sim.shutdown().await;
+}

@@ -1,0 +1,172 @@
+//! Helpers for tests of the live relay: a simulator on a free port, a relay
+//! config pointing at it, an independent witness of what the simulator
+//! pushed, and small readers of the Prometheus text.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use futures::StreamExt;
+use studio_relay::config::{self, Config};
+use studio_relay::model::{self, DataSource, Envelope, Origin};
+use studio_relay::simulator::{self, SimulateArgs, SimulatorHandle};
+
+#[derive(Parser)]
+struct Sim {
+    #[command(flatten)]
+    args: SimulateArgs,
+}
+
+/// Simulator flags as on the command line (`--listen 127.0.0.1:0` unless given).
+pub fn simulator_args(token: &str, extra: &[&str]) -> SimulateArgs {
+    let mut argv = vec![
+        "sim", "--listen", "127.0.0.1:0", "--token", token, "--rate", "20", "--speed", "60",
+        "--seed", "11",
+    ];
+    argv.extend_from_slice(extra);
+    Sim::parse_from(argv).args
+}
+
+/// A simulator accepting `token`, 20 calls/s, a minute per second.
+pub async fn start_simulator(token: &str, extra: &[&str]) -> SimulatorHandle {
+    simulator::spawn(simulator_args(token, extra))
+        .await
+        .expect("simulator starts")
+}
+
+/// A relay config for tenant `acme` pointing at `sim` with `token`, fast
+/// backoffs, ops on a free port, plus `STUDIO_RELAY__*` overrides.
+pub fn relay_config(sim: &SimulatorHandle, token: &str, overrides: &[(&str, String)]) -> Config {
+    let mut env: Vec<(String, String)> = vec![
+        ("STUDIO_RELAY__TENANTS__0__NAME".into(), "acme".into()),
+        ("STUDIO_RELAY__TENANTS__0__TOKEN".into(), token.into()),
+        ("STUDIO_RELAY__UPSTREAM__LIVE_URL".into(), sim.live_url()),
+        (
+            "STUDIO_RELAY__UPSTREAM__GRAPHQL_URL".into(),
+            sim.graphql_url(),
+        ),
+        ("STUDIO_RELAY__UPSTREAM__BACKOFF_MIN".into(), "100ms".into()),
+        ("STUDIO_RELAY__UPSTREAM__BACKOFF_MAX".into(), "1s".into()),
+        ("STUDIO_RELAY__UPSTREAM__AUTH_BACKOFF".into(), "2s".into()),
+        ("STUDIO_RELAY__UPSTREAM__PING_INTERVAL".into(), "1s".into()),
+        ("STUDIO_RELAY__OPS__LISTEN".into(), "127.0.0.1:0".into()),
+    ];
+    env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    config::load_from_str("", "test", env, |p| std::fs::read_to_string(p))
+        .expect("valid test config")
+}
+
+/// (source, event id, partition key) of one event.
+pub type Seen = (DataSource, String, Option<String>);
+
+#[derive(Default)]
+struct WitnessLog {
+    events: Vec<Seen>,
+    /// Frames the normalizer refuses (binary, bad JSON, wrong types, ...), raw.
+    bad_frames: Vec<(DataSource, Bytes)>,
+}
+
+/// An independent WebSocket client recording what the simulator pushes: the
+/// ground truth, as event ids per source in arrival order.
+pub struct Witness {
+    log: Arc<Mutex<WitnessLog>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Witness {
+    pub async fn connect(sim: &SimulatorHandle, token: &str, sources: &[DataSource]) -> Witness {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::Message;
+        let log = Arc::new(Mutex::new(WitnessLog::default()));
+        let mut tasks = Vec::new();
+        for &source in sources {
+            let mut req = format!("{}{}", sim.live_url(), source.live_path())
+                .into_client_request()
+                .unwrap();
+            req.headers_mut()
+                .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+            let (mut ws, _) = tokio_tungstenite::connect_async(req)
+                .await
+                .expect("witness connects");
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(Ok(msg)) = ws.next().await {
+                    let raw: Bytes = match msg {
+                        Message::Text(t) => Bytes::copy_from_slice(t.as_bytes()),
+                        Message::Binary(b) => {
+                            log.lock().unwrap().bad_frames.push((source, b));
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    match model::normalize_live(source, &raw) {
+                        Ok(record) => {
+                            let key = record.partition_key();
+                            let env = Envelope::new("acme".into(), Origin::Live, 0, record);
+                            log.lock()
+                                .unwrap()
+                                .events
+                                .push((source, env.event_id.to_string(), key));
+                        }
+                        Err(_) => log.lock().unwrap().bad_frames.push((source, raw)),
+                    }
+                }
+            }));
+        }
+        Witness { log, tasks }
+    }
+
+    /// Every normalizable event seen, in arrival order.
+    pub fn ids(&self) -> Vec<Seen> {
+        self.log.lock().unwrap().events.clone()
+    }
+
+    /// Every frame the normalizer refused, raw.
+    pub fn bad_frames(&self) -> Vec<(DataSource, Bytes)> {
+        self.log.lock().unwrap().bad_frames.clone()
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Polls `check` every 100 ms; fails the test after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of header `name`.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Sum of the samples of metric `name` whose labels contain `label_filter`.
+pub fn metric_sum(text: &str, name: &str, label_filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label_filter)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// How many sockets the relay reports connected.
+pub fn connected_sockets(metrics_text: &str) -> usize {
+    metric_sum(metrics_text, "studio_relay_socket_connected", "") as usize
+}
