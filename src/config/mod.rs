@@ -323,6 +323,22 @@ pub struct RelayConfig {
     /// Keep it below the pod's `terminationGracePeriodSeconds`.
     #[serde(with = "humantime_serde")]
     pub shutdown_deadline: Duration,
+    /// After a socket of calls, queues, agents or profile_history was down,
+    /// fetch the gap from GraphQL and publish it (origin `backfill`);
+    /// profile_live gaps become a marker on `sink.control_topic`.
+    pub gap_backfill: bool,
+    /// The gap is widened by this on both sides (upstream time). Records are
+    /// found by their start time, so this should exceed the longest call.
+    #[serde(with = "humantime_serde")]
+    pub gap_margin: Duration,
+    /// The gap is queried a second time after this (historic data can lag
+    /// the live stream). `0s` disables the second pass.
+    #[serde(with = "humantime_serde")]
+    pub gap_recheck_after: Duration,
+    /// Event ids remembered after their acknowledgement, so a backfill does
+    /// not publish what the live stream delivered (Kafka has no broker-side
+    /// dedup). About 32 bytes each.
+    pub recent_ids: usize,
 }
 
 impl Default for RelayConfig {
@@ -330,6 +346,10 @@ impl Default for RelayConfig {
         RelayConfig {
             queue_capacity: 10_000,
             shutdown_deadline: Duration::from_secs(20),
+            gap_backfill: true,
+            gap_margin: Duration::from_secs(3600),
+            gap_recheck_after: Duration::from_secs(300),
+            recent_ids: 200_000,
         }
     }
 }

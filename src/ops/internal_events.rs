@@ -253,3 +253,58 @@ impl SinkHealthChanged<'_> {
             .set(i64::from(self.up));
     }
 }
+
+/// A socket came back after a gap (upstream times, widened by the margin).
+pub struct GapDetected<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+impl GapDetected<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        tracing::info!(
+            tenant = self.tenant,
+            source = self.source,
+            from_ms = self.from_ms,
+            to_ms = self.to_ms,
+            gap_s = (self.to_ms - self.from_ms) / 1000,
+            "socket gap detected: backfilling it from GraphQL (or marking it, for profile_live)"
+        );
+        m.gaps.with_label_values(&[self.tenant, self.source]).inc();
+    }
+}
+
+/// One backfill pass over a gap finished.
+pub struct GapBackfilled<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    pub pass: u32,
+    pub published: u64,
+    pub already_published: u64,
+    pub error: Option<String>,
+}
+
+impl GapBackfilled<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        match &self.error {
+            None => tracing::info!(
+                tenant = self.tenant,
+                source = self.source,
+                pass = self.pass,
+                published = self.published,
+                already_published = self.already_published,
+                "gap backfill pass done"
+            ),
+            Some(error) => tracing::error!(
+                tenant = self.tenant,
+                source = self.source,
+                pass = self.pass,
+                published = self.published,
+                error = %error,
+                "gap backfill pass failed; run `studio-relay replay` over the gap to repair it"
+            ),
+        }
+    }
+}

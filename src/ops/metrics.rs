@@ -31,6 +31,7 @@ pub struct Metrics {
     pub replay_windows_total: IntGaugeVec,
     pub spool_bytes: IntGauge,
     pub backfill_records: IntCounterVec,
+    pub gaps: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub process_start_time: Gauge,
 }
@@ -205,6 +206,12 @@ impl Metrics {
                 &r,
                 "studio_relay_backfill_records_total",
                 "Records published by gap backfill after a reconnect.",
+                TS,
+            ),
+            gaps: counter(
+                &r,
+                "studio_relay_gaps_total",
+                "Socket gaps detected after a reconnect (backfilled, or marked on the control topic for profile_live).",
                 TS,
             ),
             build_info: gauge_vec(

@@ -26,6 +26,7 @@ pub struct MessageBuilder {
     topic_template: String,
     deadletter_topic: String,
     deadletter_max_bytes: usize,
+    control_topic: String,
     dead_letters: AtomicU64,
 }
 
@@ -36,6 +37,7 @@ impl MessageBuilder {
             topic_template: sink.topic_template.clone(),
             deadletter_topic: sink.deadletter_topic.clone(),
             deadletter_max_bytes: sink.deadletter_max_bytes,
+            control_topic: sink.control_topic.clone(),
             dead_letters: AtomicU64::new(0),
         }
     }
@@ -62,6 +64,7 @@ impl MessageBuilder {
             .map(|(t, s)| self.destination(s, t))
             .collect();
         out.push(self.deadletter_topic.clone());
+        out.push(self.control_topic.clone());
         out.sort();
         out.dedup();
         out
@@ -146,4 +149,52 @@ impl MessageBuilder {
             event_id: id,
         }
     }
+
+    /// A gap marker on the control topic: `source` of `tenant` was not
+    /// received live over `[from_ms, to_ms]` (upstream time) and has no
+    /// historic layer to fill it from. Same gap, same id (JetStream dedupes).
+    pub fn gap_marker(
+        &self,
+        tenant: &str,
+        source: DataSource,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> OutboundMessage {
+        let iso = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        let mut h = Sha256::new();
+        h.update(format!("gap\n{tenant}\n{source}\n{from_ms}\n{to_ms}").as_bytes());
+        let id = format!("gap-{}", &hex::encode(h.finalize())[..32]);
+        let payload = serde_json::json!({
+            "type": "gap",
+            "tenant": tenant,
+            "source": source.as_str(),
+            "from": iso(from_ms),
+            "to": iso(to_ms),
+            "from_ms": from_ms,
+            "to_ms": to_ms,
+            "reason": "socket down; this source has no historic layer to backfill from",
+        });
+        OutboundMessage {
+            destination: self.control_topic.clone(),
+            key: Some(format!("{tenant}/{source}")),
+            headers: vec![
+                ("ce_specversion".into(), "1.0".into()),
+                ("ce_id".into(), id.clone()),
+                ("ce_type".into(), "com.telavox.studio.gap".into()),
+                (
+                    "ce_source".into(),
+                    format!("telavox-studio/{tenant}/{source}"),
+                ),
+                ("ce_time".into(), iso(to_ms)),
+                ("content-type".into(), "application/json".into()),
+            ],
+            payload: Bytes::from(payload.to_string()),
+            event_id: id,
+        }
+    }
+
 }

@@ -13,8 +13,10 @@
 //! processor drains the queue → the publisher settles every in-flight message
 //! and flushes the sink, all within `relay.shutdown_deadline`.
 
+pub mod backfill;
 pub mod message_builder;
 pub mod publisher;
+pub mod recent_ids;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +34,8 @@ use crate::sink::{Sink, SinkError};
 use crate::upstream::live::{FramePayload, LiveFrame, LiveSocket};
 pub use message_builder::MessageBuilder;
 pub use publisher::{BatchTracker, Outgoing, PublisherSettings, PublisherStats};
+pub use backfill::UpstreamClock;
+pub use recent_ids::RecentIds;
 
 /// Why the relay could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -143,22 +147,45 @@ pub async fn start_with_sink(
         ops_shutdown.clone(),
     );
 
+    let recent = Arc::new(RecentIds::new(config.relay.recent_ids));
     let (publish_tx, outstanding, publisher) = publisher::spawn(
         sink.clone(),
         builder.clone(),
         metrics.clone(),
-        PublisherSettings::default(),
+        PublisherSettings {
+            recent_ids: Some(recent.clone()),
+            ..PublisherSettings::default()
+        },
         config.relay.queue_capacity,
     );
+    let clock = Arc::new(UpstreamClock::default());
+    let socket_shutdown = shutdown.child_token();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let gap_task = if config.relay.gap_backfill {
+        let deps = backfill::BackfillDeps {
+            builder: builder.clone(),
+            metrics: metrics.clone(),
+            recent,
+            clock: clock.clone(),
+            tx: publish_tx.clone(),
+            stop: socket_shutdown.clone(),
+        };
+        let config = config.clone();
+        Some(tokio::spawn(async move {
+            backfill::run(&config, events_rx, deps).await
+        }))
+    } else {
+        None
+    };
     let (frame_tx, frame_rx) = mpsc::channel::<LiveFrame>(config.relay.queue_capacity);
     let processor = tokio::spawn(process_frames(
         frame_rx,
         publish_tx,
         builder.clone(),
         metrics.clone(),
+        clock,
     ));
 
-    let socket_shutdown = shutdown.child_token();
     let mut sockets = Vec::new();
     for tenant in &config.tenants {
         let tenant_name: Arc<str> = Arc::from(tenant.name.as_str());
@@ -170,7 +197,7 @@ pub async fn start_with_sink(
                 settings: config.upstream.clone(),
                 metrics: metrics.clone(),
                 health: health.clone(),
-                events: None,
+                events: gap_task.is_some().then(|| events_tx.clone()),
             };
             sockets.push(tokio::spawn(
                 socket.run(frame_tx.clone(), socket_shutdown.clone()),
@@ -178,6 +205,7 @@ pub async fn start_with_sink(
         }
     }
     drop(frame_tx);
+    drop(events_tx);
     health.mark_started();
     tracing::info!(
         tenants = config.tenants.len(),
@@ -197,6 +225,9 @@ pub async fn start_with_sink(
                 let _ = s.await;
             }
             let _ = processor.await;
+            if let Some(g) = gap_task {
+                let _ = g.await;
+            }
             let stats = publisher.await.unwrap_or_default();
             let flushed = sink.flush(deadline).await;
             (stats, flushed)
@@ -283,9 +314,10 @@ async fn process_frames(
     tx: mpsc::Sender<Outgoing>,
     builder: Arc<MessageBuilder>,
     metrics: Arc<Metrics>,
+    clock: Arc<UpstreamClock>,
 ) {
     while let Some(frame) = rx.recv().await {
-        let outgoing = frame_to_outgoing(frame, &builder, &metrics);
+        let outgoing = frame_to_outgoing(frame, &builder, &metrics, Some(&clock));
         if tx.send(outgoing).await.is_err() {
             return;
         }
@@ -297,6 +329,7 @@ pub fn frame_to_outgoing(
     frame: LiveFrame,
     builder: &MessageBuilder,
     metrics: &Metrics,
+    clock: Option<&UpstreamClock>,
 ) -> Outgoing {
     let LiveFrame {
         tenant,
@@ -352,6 +385,9 @@ pub fn frame_to_outgoing(
         count: record.unknown_field_count(),
     }
     .emit(metrics);
+    if let (Some(clock), Some(t)) = (clock, record.event_time_ms()) {
+        clock.observe(&tenant, t);
+    }
     let env = Envelope::new(tenant.to_string(), Origin::Live, received_at_ms, record);
     match builder.build(&env) {
         Ok(message) => Outgoing {

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use super::message_builder::MessageBuilder;
+use super::recent_ids::RecentIds;
 use crate::model::DataSource;
 use crate::ops::internal_events::{EventDeadLettered, EventPublished, PublishFailed};
 use crate::ops::Metrics;
@@ -84,6 +85,8 @@ pub struct PublisherSettings {
     /// First retry delay; doubles up to `retry_max`.
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// Where acknowledged event ids are remembered (gap backfill skips them).
+    pub recent_ids: Option<Arc<RecentIds>>,
 }
 
 impl Default for PublisherSettings {
@@ -92,6 +95,7 @@ impl Default for PublisherSettings {
             window: 4096,
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
+            recent_ids: None,
         }
     }
 }
@@ -256,6 +260,9 @@ fn settle(
         Ok(()) => {
             stats.published += 1;
             if item.origin != "deadletter" {
+                if let Some(ids) = &settings.recent_ids {
+                    ids.insert(&item.message.event_id);
+                }
                 let latency = item.received.map(|r| r.elapsed());
                 EventPublished {
                     tenant: &item.tenant,

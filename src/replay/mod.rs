@@ -31,7 +31,7 @@ use crate::config::{Config, EncodingFormat, SinkKind, TenantConfig};
 use crate::model::{self, DataSource, Envelope, Origin};
 use crate::ops::internal_events::EventDeadLettered;
 use crate::ops::Metrics;
-use crate::relay::{BatchTracker, MessageBuilder, Outgoing, PublisherSettings};
+use crate::relay::{BatchTracker, MessageBuilder, Outgoing, PublisherSettings, RecentIds};
 use crate::sink::Sink;
 use crate::upstream::historic::{
     CursorGuard, GraphqlClient, HistoricError, OverviewFilter, RetryPolicy,
@@ -223,8 +223,10 @@ impl Unit {
 }
 
 #[derive(Default)]
-struct Counters {
-    records: AtomicU64,
+pub(crate) struct Counters {
+    pub records: AtomicU64,
+    /// Records left out because their id was already published.
+    pub skipped: AtomicU64,
     pages: AtomicU64,
     retries: AtomicU64,
     dead: AtomicU64,
@@ -414,6 +416,8 @@ pub async fn run(
                     &metrics,
                     &c,
                     &stop,
+                    Origin::Replay,
+                    None,
                 )
                 .await;
                 (unit, r)
@@ -492,13 +496,16 @@ pub async fn run(
     Ok(summary)
 }
 
-enum WindowOutcome {
+pub(crate) enum WindowOutcome {
     Done,
     Interrupted,
 }
 
+/// Walks one window's pages in order and hands each record to `tx` with
+/// `origin`; records whose event id is in `skip` were already published and
+/// are left out. Shared by `replay` and the relay's gap backfill.
 #[allow(clippy::too_many_arguments)]
-async fn replay_window(
+pub(crate) async fn replay_window(
     client: &GraphqlClient,
     tenant: Arc<str>,
     source: DataSource,
@@ -509,6 +516,8 @@ async fn replay_window(
     metrics: &Metrics,
     counters: &Counters,
     stop: &CancellationToken,
+    origin: Origin,
+    skip: Option<&RecentIds>,
 ) -> Result<WindowOutcome, HistoricError> {
     let root = source
         .graphql_root()
@@ -538,21 +547,30 @@ async fn replay_window(
         for raw in &page.data {
             let outgoing = match model::normalize_historic(source, raw) {
                 Ok(record) => {
-                    let env =
-                        Envelope::new(tenant.to_string(), Origin::Replay, received_at_ms, record);
+                    let env = Envelope::new(tenant.to_string(), origin, received_at_ms, record);
+                    if skip.is_some_and(|ids| ids.contains(&env.event_id)) {
+                        counters.skipped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     match builder.build(&env) {
                         Ok(message) => {
                             tracker.add(1);
                             counters.records.fetch_add(1, Ordering::Relaxed);
-                            metrics
-                                .replay_records
-                                .with_label_values(&[source.as_str()])
-                                .inc();
+                            match origin {
+                                Origin::Backfill => metrics
+                                    .backfill_records
+                                    .with_label_values(&[&*tenant, source.as_str()])
+                                    .inc(),
+                                _ => metrics
+                                    .replay_records
+                                    .with_label_values(&[source.as_str()])
+                                    .inc(),
+                            }
                             Outgoing {
                                 message,
                                 tenant: tenant.clone(),
                                 source,
-                                origin: "replay",
+                                origin: origin.as_str(),
                                 received: None,
                                 tracker: Some(tracker.clone()),
                             }

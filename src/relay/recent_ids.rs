@@ -1,0 +1,113 @@
+//! A bounded memory of event ids the broker acknowledged, so gap backfill does
+//! not publish a record the live stream already delivered. JetStream would
+//! drop such a duplicate by `Nats-Msg-Id`; Kafka has no broker-side dedup, so
+//! without this every reconnect would feed consumers duplicates.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+
+/// Insertion-ordered set of at most `capacity` ids; the oldest is forgotten
+/// first. Ids are the 128-bit event ids (32 hex chars), stored as `u128`.
+pub struct RecentIds {
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    set: HashSet<u128>,
+    order: VecDeque<u128>,
+}
+
+impl std::fmt::Debug for RecentIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecentIds")
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// Ids that are not 32 hex digits (dead letters) are never remembered.
+fn key(id: &str) -> Option<u128> {
+    if id.len() != 32 {
+        return None;
+    }
+    u128::from_str_radix(id, 16).ok()
+}
+
+impl RecentIds {
+    pub fn new(capacity: usize) -> RecentIds {
+        RecentIds {
+            capacity,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Remembers `id` (a no-op for ids already known or not event ids).
+    pub fn insert(&self, id: &str) {
+        let (Some(k), true) = (key(id), self.capacity > 0) else {
+            return;
+        };
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.set.insert(k) {
+            g.order.push_back(k);
+            while g.order.len() > self.capacity {
+                if let Some(old) = g.order.pop_front() {
+                    g.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        key(id).is_some_and(|k| {
+            self.inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set
+                .contains(&k)
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> String {
+        format!("{n:032x}")
+    }
+
+    #[test]
+    fn remembers_up_to_capacity_and_forgets_the_oldest_first() {
+        let r = RecentIds::new(3);
+        for n in 0..5 {
+            r.insert(&id(n));
+        }
+        assert_eq!(r.len(), 3);
+        assert!(!r.contains(&id(0)) && !r.contains(&id(1)));
+        assert!(r.contains(&id(2)) && r.contains(&id(4)));
+        // Re-inserting a known id does not refresh or duplicate it.
+        r.insert(&id(2));
+        assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn dead_letter_ids_and_zero_capacity_are_ignored() {
+        let r = RecentIds::new(10);
+        r.insert("dl-0123456789abcdef0123456789abcdef");
+        assert!(r.is_empty());
+        let off = RecentIds::new(0);
+        off.insert(&id(1));
+        assert!(!off.contains(&id(1)));
+    }
+}
