@@ -14,6 +14,7 @@ use crate::relay::message_builder::{
 /// The default topic template and dead-letter topic (see `config::SinkConfig`).
 const TOPIC_TEMPLATE: &str = "telavox.studio.{source}.v{version}";
 const DEADLETTER_TOPIC: &str = "telavox.studio.deadletter";
+const CONTROL_TOPIC: &str = "telavox.studio.control";
 
 fn key_doc(source: DataSource) -> &'static str {
     match source {
@@ -177,6 +178,56 @@ pub fn document() -> Value {
             "action": "send",
             "channel": { "$ref": "#/channels/deadletter" },
             "messages": [ { "$ref": "#/channels/deadletter/messages/deadletter" } ]
+        }),
+    );
+    messages.insert(
+        "gap".into(),
+        json!({
+            "name": "gap",
+            "title": "Gap marker",
+            "summary": "A window a live-only source (profile_live) was not received, and that no historic layer can fill: treat it as incomplete.",
+            "contentType": "application/json",
+            "headers": {
+                "type": "object",
+                "properties": {
+                    "ce_id": string("`gap-` + a hash of tenant, source and window: the same gap has the same id."),
+                    "ce_type": { "type": "string", "const": "com.telavox.studio.gap" },
+                    "ce_source": string("`telavox-studio/<tenant>/<source>`"),
+                    "ce_time": string("End of the gap, RFC 3339 UTC.")
+                }
+            },
+            "payload": {
+                "type": "object",
+                "required": ["type", "tenant", "source", "from", "to", "from_ms", "to_ms"],
+                "properties": {
+                    "type": { "type": "string", "const": "gap" },
+                    "tenant": { "type": "string" },
+                    "source": { "type": "string" },
+                    "from": { "type": "string", "format": "date-time", "description": "Start of the gap (upstream time, widened by relay.gap_margin)." },
+                    "to": { "type": "string", "format": "date-time" },
+                    "from_ms": { "type": "integer", "description": "`from` in epoch milliseconds." },
+                    "to_ms": { "type": "integer" },
+                    "reason": { "type": "string" }
+                }
+            },
+            "bindings": { "kafka": { "key": { "type": "string", "description": "`<tenant>/<source>`" } } }
+        }),
+    );
+    channels.insert(
+        "control".into(),
+        json!({
+            "address": CONTROL_TOPIC,
+            "title": "Control events",
+            "description": "Gap markers (`sink.control_topic`). Gaps of the historic sources are not marked: the relay backfills them from GraphQL (origin backfill).",
+            "messages": { "gap": { "$ref": "#/components/messages/gap" } }
+        }),
+    );
+    operations.insert(
+        "publish_control".into(),
+        json!({
+            "action": "send",
+            "channel": { "$ref": "#/channels/control" },
+            "messages": [ { "$ref": "#/channels/control/messages/gap" } ]
         }),
     );
     json!({

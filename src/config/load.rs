@@ -456,18 +456,29 @@ impl Config {
                 *v = super::REDACTED.to_string();
             }
         }
-        if let Some(reg) = copy.encoding.schema_registry.as_mut() {
-            reg.url = crate::config::redact_url(&reg.url);
+        // Every URL anywhere in the config (upstream, registry, NATS server
+        // lists, future keys) loses its credentials: one rule, no list to forget.
+        let mut value = match toml::Value::try_from(&copy) {
+            Ok(v) => v,
+            Err(e) => return format!("# cannot render config: {e}\n"),
+        };
+        redact_urls(&mut value);
+        toml::to_string_pretty(&value).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn redact_urls(v: &mut toml::Value) {
+    match v {
+        toml::Value::String(s) if s.contains("://") => {
+            *s = s
+                .split(',')
+                .map(|u| crate::config::redact_url(u.trim()))
+                .collect::<Vec<_>>()
+                .join(",");
         }
-        copy.sink.nats.url = copy
-            .sink
-            .nats
-            .url
-            .split(',')
-            .map(|u| crate::config::redact_url(u.trim()))
-            .collect::<Vec<_>>()
-            .join(",");
-        toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        toml::Value::Array(items) => items.iter_mut().for_each(redact_urls),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| redact_urls(v)),
+        _ => {}
     }
 }
 

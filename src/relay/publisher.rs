@@ -104,6 +104,7 @@ impl Default for PublisherSettings {
 #[derive(Debug, Default, Clone)]
 pub struct PublisherStats {
     pub published: u64,
+    /// Dead letters the broker acknowledged (also counted in `published`).
     pub dead_lettered: u64,
     pub retries: u64,
 }
@@ -259,7 +260,9 @@ fn settle(
     match result {
         Ok(()) => {
             stats.published += 1;
-            if item.origin != "deadletter" {
+            if item.origin == "deadletter" {
+                stats.dead_lettered += 1;
+            } else {
                 if let Some(ids) = &settings.recent_ids {
                     ids.insert(&item.message.event_id);
                 }
@@ -310,7 +313,6 @@ fn settle(
                     "the broker rejected a dead letter; payload dropped"
                 );
             } else {
-                stats.dead_lettered += 1;
                 EventDeadLettered {
                     tenant: &item.tenant,
                     source,

@@ -18,12 +18,22 @@ struct Sim {
     args: SimulateArgs,
 }
 
-/// Simulator flags as on the command line (`--listen 127.0.0.1:0` unless given).
+/// Simulator flags as on the command line: `extra` plus defaults for the
+/// flags it does not set (listen on a free port, 20 calls/s, speed 60, seed 11).
 pub fn simulator_args(token: &str, extra: &[&str]) -> SimulateArgs {
-    let mut argv = vec![
-        "sim", "--listen", "127.0.0.1:0", "--token", token, "--rate", "20", "--speed", "60",
-        "--seed", "11",
+    let defaults = [
+        ("--listen", "127.0.0.1:0"),
+        ("--token", token),
+        ("--rate", "20"),
+        ("--speed", "60"),
+        ("--seed", "11"),
     ];
+    let mut argv = vec!["sim"];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            argv.extend([flag, value]);
+        }
+    }
     argv.extend_from_slice(extra);
     Sim::parse_from(argv).args
 }
