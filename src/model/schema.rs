@@ -115,14 +115,19 @@ fn override_type(name: &str, documented: &Ty) -> Ty {
     }
 }
 
-/// Lists documented as objects but sent as lists (§2.4 sample), and the
-/// object-vs-list `save_key_input` (live object, historic list).
+/// Lists documented as objects but sent as lists (§2.4 sample), the same
+/// shape in profile_history's `queue_summary` (an agent is logged in to
+/// several queues at once, one entry each, like §2.4's `queue_login`), and
+/// the object-vs-list `save_key_input` (live object, historic list). The
+/// normalizer accepts a lone object for any list and wraps it.
 fn is_list(path: &str) -> bool {
     matches!(
         path,
         "profile.not_active"
             | "queue_login.logged_in"
             | "queue_login.logged_out"
+            | "queue_summary.logged_in"
+            | "queue_summary.logged_out"
             | "save_key_input"
     )
 }

@@ -134,6 +134,21 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let outstanding = Arc::new(Outstanding::default());
     let o = outstanding.clone();
+    // The loop may sit in one long `send` while the broker is away; keep the
+    // backlog gauge current from outside it. A weak sender does not keep the
+    // channel open, so this ends with the loop's input.
+    let weak = tx.downgrade();
+    let m = metrics.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            match weak.upgrade() {
+                Some(tx) => m.queue_depth.set((tx.max_capacity() - tx.capacity()) as i64),
+                None => return,
+            }
+        }
+    });
     let handle = tokio::spawn(run_loop(sink, builder, metrics, settings, rx, o));
     (tx, outstanding, handle)
 }
