@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 use studio_relay::config::Secret;
 use studio_relay::model::{self, DataSource, Envelope, Origin};
 use studio_relay::simulator::SimulatorHandle;
-use studio_relay::upstream::historic::{
-    CursorGuard, GraphqlClient, OverviewFilter, RetryPolicy,
+use studio_relay::upstream::historic::{CursorGuard, GraphqlClient, OverviewFilter, RetryPolicy};
+use support::live::{
+    connected_sockets, header, metric_sum, relay_config, start_simulator, wait_until,
 };
-use support::live::{connected_sockets, header, metric_sum, relay_config, start_simulator, wait_until};
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "chaos-token";
@@ -69,7 +69,13 @@ fn on_broker_once(msgs: &[support::ReceivedMessage]) -> Ids {
     let mut out = Ids::new();
     let mut dups = Vec::new();
     for m in msgs {
-        let Ok(source) = m.destination.split('.').nth(2).unwrap_or("").parse::<DataSource>() else {
+        let Ok(source) = m
+            .destination
+            .split('.')
+            .nth(2)
+            .unwrap_or("")
+            .parse::<DataSource>()
+        else {
             continue;
         };
         let id = header(&m.headers, "ce_id").expect("ce_id").to_string();
@@ -107,7 +113,10 @@ fn assert_nothing_missing(label: &str, truth: &Ids, broker: &Ids) {
             missing.first()
         );
     }
-    assert!(total > 100, "{label}: ground truth too small ({total}) to prove anything");
+    assert!(
+        total > 100,
+        "{label}: ground truth too small ({total}) to prove anything"
+    );
 }
 
 fn kafka_overrides(kafka: &support::KafkaBroker, prefix: &str) -> Vec<(&'static str, String)> {
@@ -152,12 +161,9 @@ async fn sockets_closed_every_few_seconds_lose_nothing_and_duplicate_nothing_on_
     overrides.push(("STUDIO_RELAY__RELAY__GAP_MARGIN", "45m".into()));
     overrides.push(("STUDIO_RELAY__RELAY__GAP_RECHECK_AFTER", "3s".into()));
     let shutdown = CancellationToken::new();
-    let relay = studio_relay::relay::start(
-        relay_config(&sim, TOKEN, &overrides),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let relay = studio_relay::relay::start(relay_config(&sim, TOKEN, &overrides), shutdown.clone())
+        .await
+        .unwrap();
     let m = relay.metrics.clone();
     wait_until("five sockets connected", Duration::from_secs(30), || {
         connected_sockets(&m.render()) == 5
@@ -171,7 +177,10 @@ async fn sockets_closed_every_few_seconds_lose_nothing_and_duplicate_nothing_on_
     let text = m.render();
     let gaps = metric_sum(&text, "studio_relay_gaps_total", "");
     let backfilled = metric_sum(&text, "studio_relay_backfill_records_total", "");
-    assert!(gaps >= 20.0, "sockets were closed ~12 times each: {gaps} gaps\n{text}");
+    assert!(
+        gaps >= 20.0,
+        "sockets were closed ~12 times each: {gaps} gaps\n{text}"
+    );
     shutdown.cancel();
     let summary = relay.wait().await.unwrap();
 
@@ -186,8 +195,14 @@ async fn sockets_closed_every_few_seconds_lose_nothing_and_duplicate_nothing_on_
         summary.published as usize,
         Duration::from_secs(60),
     );
-    let markers = msgs.iter().filter(|m| m.destination.ends_with(".control")).count();
-    assert!(markers > 0, "profile_live gaps are marked on the control topic");
+    let markers = msgs
+        .iter()
+        .filter(|m| m.destination.ends_with(".control"))
+        .count();
+    assert!(
+        markers > 0,
+        "profile_live gaps are marked on the control topic"
+    );
     let broker = on_broker_once(&msgs);
     eprintln!(
         "socket chaos: published {}, gaps {gaps}, backfilled {backfilled}, gap markers {markers}",
@@ -209,12 +224,9 @@ async fn a_30_second_nats_outage_loses_nothing() {
         ("STUDIO_RELAY__RELAY__GAP_RECHECK_AFTER", "3s".into()),
     ];
     let shutdown = CancellationToken::new();
-    let relay = studio_relay::relay::start(
-        relay_config(&sim, TOKEN, &overrides),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let relay = studio_relay::relay::start(relay_config(&sim, TOKEN, &overrides), shutdown.clone())
+        .await
+        .unwrap();
     let m = relay.metrics.clone();
     wait_until("five sockets connected", Duration::from_secs(30), || {
         connected_sockets(&m.render()) == 5
@@ -224,7 +236,10 @@ async fn a_30_second_nats_outage_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     nats.stop();
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let queued = metric_sum(&m.render(), "studio_relay_queue_depth", "");
+    // Awaiting acks (the window) plus queued behind it.
+    let text = m.render();
+    let queued = metric_sum(&text, "studio_relay_inflight_messages", "")
+        + metric_sum(&text, "studio_relay_queue_depth", "");
     nats.restart();
     let t_restart = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -267,12 +282,9 @@ async fn a_30_second_kafka_outage_loses_nothing() {
     overrides.push(("STUDIO_RELAY__RELAY__GAP_MARGIN", "45m".into()));
     overrides.push(("STUDIO_RELAY__RELAY__GAP_RECHECK_AFTER", "3s".into()));
     let shutdown = CancellationToken::new();
-    let relay = studio_relay::relay::start(
-        relay_config(&sim, TOKEN, &overrides),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let relay = studio_relay::relay::start(relay_config(&sim, TOKEN, &overrides), shutdown.clone())
+        .await
+        .unwrap();
     let m = relay.metrics.clone();
     wait_until("five sockets connected", Duration::from_secs(30), || {
         connected_sockets(&m.render()) == 5
@@ -282,7 +294,9 @@ async fn a_30_second_kafka_outage_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     kafka.stop();
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let queued = metric_sum(&m.render(), "studio_relay_queue_depth", "");
+    let text = m.render();
+    let queued = metric_sum(&text, "studio_relay_inflight_messages", "")
+        + metric_sum(&text, "studio_relay_queue_depth", "");
     kafka.restart();
     let t_restart = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;

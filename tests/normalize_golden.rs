@@ -30,7 +30,12 @@ fn every_fixture_normalizes_to_its_expected_record() {
             continue;
         };
         let (stem, live) = stem;
-        let source: DataSource = stem.split('.').next().unwrap().parse().expect("source prefix");
+        let source: DataSource = stem
+            .split('.')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("source prefix");
         let raw = std::fs::read(&path).unwrap();
         let record = if live {
             model::normalize_live(source, &raw)
@@ -49,14 +54,20 @@ fn every_fixture_normalizes_to_its_expected_record() {
             if live { "live" } else { "historic" }
         ));
         if update {
-            std::fs::write(&expected_path, serde_json::to_string_pretty(&got).unwrap() + "\n")
-                .unwrap();
+            std::fs::write(
+                &expected_path,
+                serde_json::to_string_pretty(&got).unwrap() + "\n",
+            )
+            .unwrap();
         }
-        let expected: Value = serde_json::from_slice(
-            &std::fs::read(&expected_path)
-                .unwrap_or_else(|_| panic!("{} missing: run with STUDIO_RELAY_UPDATE_GOLDEN=1", expected_path.display())),
-        )
-        .unwrap();
+        let expected: Value =
+            serde_json::from_slice(&std::fs::read(&expected_path).unwrap_or_else(|_| {
+                panic!(
+                    "{} missing: run with STUDIO_RELAY_UPDATE_GOLDEN=1",
+                    expected_path.display()
+                )
+            }))
+            .unwrap();
         assert_eq!(got, expected, "{name}");
         cases += 1;
     }

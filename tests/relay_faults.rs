@@ -172,7 +172,13 @@ async fn every_malformed_frame_is_dead_lettered_with_its_raw_bytes() {
     })
     .await;
     let witness = Witness::connect(&sim, TOKEN, &DataSource::ALL).await;
-    let kinds_seen = || sim.stats().malformed_frames.values().filter(|n| **n > 0).count();
+    let kinds_seen = || {
+        sim.stats()
+            .malformed_frames
+            .values()
+            .filter(|n| **n > 0)
+            .count()
+    };
     wait_until(
         "every kind of malformed frame",
         Duration::from_secs(30),
@@ -194,7 +200,11 @@ async fn every_malformed_frame_is_dead_lettered_with_its_raw_bytes() {
     let bad = witness.bad_frames();
     assert!(!bad.is_empty(), "the witness saw no malformed frame");
     let deadlettered = metric_sum(&text, "studio_relay_events_deadlettered_total", "");
-    assert!(deadlettered >= bad.len() as f64, "{deadlettered} < {}", bad.len());
+    assert!(
+        deadlettered >= bad.len() as f64,
+        "{deadlettered} < {}",
+        bad.len()
+    );
 
     let letters = support::nats_fetch_all(
         &nats.url(),
@@ -204,7 +214,11 @@ async fn every_malformed_frame_is_dead_lettered_with_its_raw_bytes() {
         Duration::from_secs(20),
     )
     .await;
-    assert_eq!(letters.len() as f64, deadlettered, "every dead letter is on the broker");
+    assert_eq!(
+        letters.len() as f64,
+        deadlettered,
+        "every dead letter is on the broker"
+    );
     assert!(summary.dead_lettered as f64 == deadlettered);
 
     // Index the dead letters by (source, payload); a truncated one by its head.
@@ -229,7 +243,10 @@ async fn every_malformed_frame_is_dead_lettered_with_its_raw_bytes() {
                     String::from_utf8_lossy(&raw[..raw.len().min(120)])
                 )
             });
-        assert!(*entry > 0, "a {source} frame dead-lettered fewer times than seen");
+        assert!(
+            *entry > 0,
+            "a {source} frame dead-lettered fewer times than seen"
+        );
         *entry -= 1;
     }
 }

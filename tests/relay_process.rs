@@ -135,7 +135,11 @@ async fn wait_for(what: &str, timeout: Duration, relay: &Relay, check: impl Fn(&
     }
 }
 
-fn nats_env(sim_live: String, nats: &support::NatsServer, stream: &str) -> Vec<(&'static str, String)> {
+fn nats_env(
+    sim_live: String,
+    nats: &support::NatsServer,
+    stream: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("STUDIO_RELAY__TENANTS__0__NAME", "acme".into()),
         ("STUDIO_RELAY__UPSTREAM__LIVE_URL", sim_live),
@@ -176,10 +180,18 @@ async fn sigterm_while_publishing_exits_0_with_everything_acknowledged_on_the_br
         "exit status {status}; output:\n{}",
         relay.output()
     );
-    assert!(took < Duration::from_secs(11), "drain took {took:?}, deadline 10 s");
+    assert!(
+        took < Duration::from_secs(11),
+        "drain took {took:?}, deadline 10 s"
+    );
 
     let stopped = relay.log_lines("relay stopped");
-    assert_eq!(stopped.len(), 1, "one `relay stopped` line:\n{}", relay.output());
+    assert_eq!(
+        stopped.len(),
+        1,
+        "one `relay stopped` line:\n{}",
+        relay.output()
+    );
     let published = stopped[0]
         .get("published")
         .and_then(|v| v.as_u64())
@@ -217,7 +229,11 @@ async fn a_refused_token_is_logged_clearly_and_no_secret_reaches_logs_metrics_or
 
     let mut relay = Relay::spawn(&["run"], &env);
     wait_for("refusals counted", Duration::from_secs(30), &relay, |t| {
-        metric_sum(t, "studio_relay_reconnects_total", "reason=\"unauthorized\"") >= 5.0
+        metric_sum(
+            t,
+            "studio_relay_reconnects_total",
+            "reason=\"unauthorized\"",
+        ) >= 5.0
     })
     .await;
     let t0 = Instant::now();

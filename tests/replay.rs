@@ -354,7 +354,11 @@ async fn a_record_published_live_and_later_replayed_has_the_same_event_id() {
     assert!(to - from >= hour, "simulated run too short");
     let replayed = replay::run(
         args(from, to, &["--sources", "calls,queues,agents"]),
-        config(&sim, TOKEN, &live_sink("REPLAYED", "replayed.{source}.v{version}")),
+        config(
+            &sim,
+            TOKEN,
+            &live_sink("REPLAYED", "replayed.{source}.v{version}"),
+        ),
         CancellationToken::new(),
     )
     .await

@@ -94,7 +94,9 @@ pub async fn run(
             Ok(c) => {
                 clients.insert(Arc::from(t.name.as_str()), c);
             }
-            Err(e) => tracing::error!(tenant = %t.name, error = %e, "gap backfill disabled for this tenant: GraphQL client failed"),
+            Err(e) => {
+                tracing::error!(tenant = %t.name, error = %e, "gap backfill disabled for this tenant: GraphQL client failed")
+            }
         }
     }
     let shared = Arc::new(Shared {
@@ -109,7 +111,11 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(ev) = events.recv().await {
         match ev {
-            SocketEvent::Disconnected { tenant, source, at_ms } => {
+            SocketEvent::Disconnected {
+                tenant,
+                source,
+                at_ms,
+            } => {
                 // Only the first failure after being up opens a gap.
                 if let Some(slot @ None) = down_since.get_mut(&(tenant.clone(), source)) {
                     *slot = Some(shared.deps.clock.now(&tenant).unwrap_or(at_ms));

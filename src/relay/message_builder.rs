@@ -196,5 +196,4 @@ impl MessageBuilder {
             event_id: id,
         }
     }
-
 }

@@ -32,9 +32,9 @@ use crate::ops::internal_events::{EventDeadLettered, SinkHealthChanged, UnknownF
 use crate::ops::{Health, Metrics};
 use crate::sink::{Sink, SinkError};
 use crate::upstream::live::{FramePayload, LiveFrame, LiveSocket};
+pub use backfill::UpstreamClock;
 pub use message_builder::MessageBuilder;
 pub use publisher::{BatchTracker, Outgoing, PublisherSettings, PublisherStats};
-pub use backfill::UpstreamClock;
 pub use recent_ids::RecentIds;
 
 /// Why the relay could not start or stop cleanly.

@@ -144,7 +144,9 @@ pub fn spawn(
         loop {
             tick.tick().await;
             match weak.upgrade() {
-                Some(tx) => m.queue_depth.set((tx.max_capacity() - tx.capacity()) as i64),
+                Some(tx) => m
+                    .queue_depth
+                    .set((tx.max_capacity() - tx.capacity()) as i64),
                 None => return,
             }
         }

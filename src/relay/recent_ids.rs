@@ -71,7 +71,11 @@ impl RecentIds {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).set.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

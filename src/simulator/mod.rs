@@ -143,7 +143,12 @@ pub struct SimulateArgs {
     /// Fault: answer these live paths (e.g. `profile_live`) as if they did
     /// not exist: HTTP 101, then the single text frame `Invalid path.` (§2.0).
     /// Mimics an account or API version without that data source.
-    #[arg(long = "invalid-path", env = "STUDIO_SIM_INVALID_PATHS", value_delimiter = ',', value_name = "SOURCE")]
+    #[arg(
+        long = "invalid-path",
+        env = "STUDIO_SIM_INVALID_PATHS",
+        value_delimiter = ',',
+        value_name = "SOURCE"
+    )]
     pub invalid_paths: Vec<String>,
 }
 

@@ -114,10 +114,11 @@ impl Witness {
                         Ok(record) => {
                             let key = record.partition_key();
                             let env = Envelope::new("acme".into(), Origin::Live, 0, record);
-                            log.lock()
-                                .unwrap()
-                                .events
-                                .push((source, env.event_id.to_string(), key));
+                            log.lock().unwrap().events.push((
+                                source,
+                                env.event_id.to_string(),
+                                key,
+                            ));
                         }
                         Err(_) => log.lock().unwrap().bad_frames.push((source, raw)),
                     }
