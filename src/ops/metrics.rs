@@ -29,7 +29,6 @@ pub struct Metrics {
     pub replay_retries: IntCounterVec,
     pub replay_windows_completed: IntCounterVec,
     pub replay_windows_total: IntGaugeVec,
-    pub spool_bytes: IntGauge,
     pub backfill_records: IntCounterVec,
     pub gaps: IntCounterVec,
     pub build_info: IntGaugeVec,
@@ -196,11 +195,6 @@ impl Metrics {
                 "studio_relay_replay_windows",
                 "Windows planned by the running replay.",
                 &["source"],
-            ),
-            spool_bytes: gauge(
-                &r,
-                "studio_relay_spool_bytes",
-                "Bytes in the on-disk spool.",
             ),
             backfill_records: counter(
                 &r,

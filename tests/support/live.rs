@@ -171,7 +171,8 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
 pub fn metric_sum(text: &str, name: &str, label_filter: &str) -> f64 {
     text.lines()
         .filter(|l| {
-            l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label_filter)
+            let rest = l.strip_prefix(name).unwrap_or("");
+            (rest.starts_with('{') || rest.starts_with(' ')) && l.contains(label_filter)
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
