@@ -12,10 +12,7 @@ use studio_relay::config::Secret;
 use studio_relay::model::{self, DataSource, Envelope, Origin};
 use studio_relay::simulator::SimulatorHandle;
 use studio_relay::upstream::historic::{CursorGuard, GraphqlClient, OverviewFilter, RetryPolicy};
-use support::live::{
-    connected_sockets, header, metric_sum, relay_config, start_simulator, wait_until,
-};
-use tokio_util::sync::CancellationToken;
+use support::live::{header, metric_sum, start_relay, start_simulator, wait_until};
 
 const TOKEN: &str = "chaos-token";
 const MINUTE: i64 = 60_000;
@@ -160,15 +157,8 @@ async fn sockets_closed_every_few_seconds_lose_nothing_and_duplicate_nothing_on_
     let mut overrides = kafka_overrides(&kafka, "gaps");
     overrides.push(("STUDIO_RELAY__RELAY__GAP_MARGIN", "45m".into()));
     overrides.push(("STUDIO_RELAY__RELAY__GAP_RECHECK_AFTER", "3s".into()));
-    let shutdown = CancellationToken::new();
-    let relay = studio_relay::relay::start(relay_config(&sim, TOKEN, &overrides), shutdown.clone())
-        .await
-        .unwrap();
+    let (relay, shutdown) = start_relay(&sim, TOKEN, &overrides, 5).await;
     let m = relay.metrics.clone();
-    wait_until("five sockets connected", Duration::from_secs(30), || {
-        connected_sockets(&m.render()) == 5
-    })
-    .await;
     let from = sim.sim_now_ms();
     tokio::time::sleep(Duration::from_secs(50)).await;
     let end = sim.sim_now_ms();
@@ -212,92 +202,75 @@ async fn sockets_closed_every_few_seconds_lose_nothing_and_duplicate_nothing_on_
     sim.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_30_second_nats_outage_loses_nothing() {
-    let mut nats = support::NatsServer::start();
+/// The broker under an outage test.
+enum Broker {
+    Nats(support::NatsServer),
+    Kafka(support::KafkaBroker),
+}
+
+impl Broker {
+    fn overrides(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Broker::Nats(n) => vec![
+                ("STUDIO_RELAY__SINK__KIND", "nats".to_string()),
+                ("STUDIO_RELAY__SINK__NATS__URL", n.url()),
+                ("STUDIO_RELAY__SINK__NATS__STREAM", "OUTAGE".into()),
+            ],
+            Broker::Kafka(k) => kafka_overrides(k, "outage"),
+        }
+    }
+    fn stop(&mut self) {
+        match self {
+            Broker::Nats(n) => n.stop(),
+            Broker::Kafka(k) => k.stop(),
+        }
+    }
+    fn restart(&mut self) {
+        match self {
+            Broker::Nats(n) => n.restart(),
+            Broker::Kafka(k) => k.restart(),
+        }
+    }
+    async fn read_all(&self, expected: usize) -> Vec<support::ReceivedMessage> {
+        match self {
+            Broker::Nats(n) => {
+                support::nats_fetch_all(
+                    &n.url(),
+                    "OUTAGE",
+                    "telavox.studio.>",
+                    expected,
+                    Duration::from_secs(30),
+                )
+                .await
+            }
+            Broker::Kafka(k) => support::kafka_consume(
+                &k.bootstrap(),
+                &topics("outage"),
+                expected,
+                Duration::from_secs(60),
+            ),
+        }
+    }
+}
+
+/// Steady traffic, the broker down for 30 s, back: every record of the
+/// window on the broker once by event id.
+async fn outage_loses_nothing(label: &str, mut broker: Broker) {
     let sim = start_simulator(TOKEN, &["--speed", "120", "--rate", "8"]).await;
-    let overrides = vec![
-        ("STUDIO_RELAY__SINK__KIND", "nats".to_string()),
-        ("STUDIO_RELAY__SINK__NATS__URL", nats.url()),
-        ("STUDIO_RELAY__SINK__NATS__STREAM", "OUTAGE".into()),
-        ("STUDIO_RELAY__RELAY__GAP_MARGIN", "45m".into()),
-        ("STUDIO_RELAY__RELAY__GAP_RECHECK_AFTER", "3s".into()),
-    ];
-    let shutdown = CancellationToken::new();
-    let relay = studio_relay::relay::start(relay_config(&sim, TOKEN, &overrides), shutdown.clone())
-        .await
-        .unwrap();
+    let mut overrides = broker.overrides();
+    overrides.push(("STUDIO_RELAY__RELAY__GAP_MARGIN", "45m".into()));
+    overrides.push(("STUDIO_RELAY__RELAY__GAP_RECHECK_AFTER", "3s".into()));
+    let (relay, shutdown) = start_relay(&sim, TOKEN, &overrides, 5).await;
     let m = relay.metrics.clone();
-    wait_until("five sockets connected", Duration::from_secs(30), || {
-        connected_sockets(&m.render()) == 5
-    })
-    .await;
     let from = sim.sim_now_ms();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    nats.stop();
+    broker.stop();
     tokio::time::sleep(Duration::from_secs(30)).await;
     // Awaiting acks (the window) plus queued behind it.
     let text = m.render();
-    let queued = metric_sum(&text, "studio_relay_inflight_messages", "")
+    let backlog = metric_sum(&text, "studio_relay_inflight_messages", "")
         + metric_sum(&text, "studio_relay_queue_depth", "");
-    nats.restart();
-    let t_restart = std::time::Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    wait_until("the backlog drains", Duration::from_secs(60), || {
-        metric_sum(&m.render(), "studio_relay_queue_depth", "") < 50.0
-    })
-    .await;
-    let recovery = t_restart.elapsed();
-    tokio::time::sleep(Duration::from_secs(20)).await;
-    let end = sim.sim_now_ms();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    shutdown.cancel();
-    let summary = relay.wait().await.unwrap();
-
-    let historic = [DataSource::Calls, DataSource::Queues, DataSource::Agents];
-    let truth = ground_truth(&sim, from, end - 30 * MINUTE, &historic).await;
-    let msgs = support::nats_fetch_all(
-        &nats.url(),
-        "OUTAGE",
-        "telavox.studio.>",
-        summary.published as usize,
-        Duration::from_secs(30),
-    )
-    .await;
-    let broker = on_broker_once(&msgs);
-    eprintln!(
-        "NATS outage: published {}, backlog at restart {queued}, drained in {recovery:?}",
-        summary.published
-    );
-    assert!(queued > 0.0, "the outage should have built a backlog");
-    assert_nothing_missing("NATS outage", &truth, &broker);
-    sim.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_30_second_kafka_outage_loses_nothing() {
-    let mut kafka = support::KafkaBroker::start();
-    let sim = start_simulator(TOKEN, &["--speed", "120", "--rate", "8"]).await;
-    let mut overrides = kafka_overrides(&kafka, "outage");
-    overrides.push(("STUDIO_RELAY__RELAY__GAP_MARGIN", "45m".into()));
-    overrides.push(("STUDIO_RELAY__RELAY__GAP_RECHECK_AFTER", "3s".into()));
-    let shutdown = CancellationToken::new();
-    let relay = studio_relay::relay::start(relay_config(&sim, TOKEN, &overrides), shutdown.clone())
-        .await
-        .unwrap();
-    let m = relay.metrics.clone();
-    wait_until("five sockets connected", Duration::from_secs(30), || {
-        connected_sockets(&m.render()) == 5
-    })
-    .await;
-    let from = sim.sim_now_ms();
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    kafka.stop();
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    let text = m.render();
-    let queued = metric_sum(&text, "studio_relay_inflight_messages", "")
-        + metric_sum(&text, "studio_relay_queue_depth", "");
-    kafka.restart();
+    broker.restart();
     let t_restart = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     wait_until("the backlog drains", Duration::from_secs(90), || {
@@ -313,17 +286,26 @@ async fn a_30_second_kafka_outage_loses_nothing() {
 
     let historic = [DataSource::Calls, DataSource::Queues, DataSource::Agents];
     let truth = ground_truth(&sim, from, end - 30 * MINUTE, &historic).await;
-    let msgs = support::kafka_consume(
-        &kafka.bootstrap(),
-        &topics("outage"),
-        summary.published as usize,
-        Duration::from_secs(60),
-    );
-    let broker = on_broker_once(&msgs);
+    let msgs = broker.read_all(summary.published as usize).await;
+    let on_broker = on_broker_once(&msgs);
     eprintln!(
-        "Kafka outage: published {}, backlog at restart {queued}, drained in {recovery:?}",
+        "{label}: published {}, backlog at restart {backlog}, drained in {recovery:?}",
         summary.published
     );
-    assert_nothing_missing("Kafka outage", &truth, &broker);
+    assert!(
+        backlog > 0.0,
+        "{label}: the outage should have built a backlog"
+    );
+    assert_nothing_missing(label, &truth, &on_broker);
     sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30_second_nats_outage_loses_nothing() {
+    outage_loses_nothing("NATS outage", Broker::Nats(support::NatsServer::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30_second_kafka_outage_loses_nothing() {
+    outage_loses_nothing("Kafka outage", Broker::Kafka(support::KafkaBroker::start())).await;
 }

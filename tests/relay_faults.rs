@@ -10,10 +10,9 @@ use std::time::Duration;
 use studio_relay::model::DataSource;
 use studio_relay::relay::RelayHandle;
 use support::live::{
-    connected_sockets, header, metric_sum, relay_config, simulator_args, start_simulator,
+    connected_sockets, header, metric_sum, simulator_args, start_relay, start_simulator,
     wait_until, Witness,
 };
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "faults-token";
 
@@ -38,16 +37,8 @@ async fn the_relay_reconnects_after_the_simulator_is_killed_and_restarted() {
     let nats = support::NatsServer::start();
     let sim = start_simulator(TOKEN, &[]).await;
     let addr = sim.addr();
-    let config = relay_config(&sim, TOKEN, &nats_overrides(&nats, "RECONNECT"));
-    let shutdown = CancellationToken::new();
-    let relay = studio_relay::relay::start(config, shutdown.clone())
-        .await
-        .unwrap();
+    let (relay, shutdown) = start_relay(&sim, TOKEN, &nats_overrides(&nats, "RECONNECT"), 5).await;
     let m = relay.metrics.clone();
-    wait_until("five sockets connected", Duration::from_secs(20), || {
-        connected_sockets(&m.render()) == 5
-    })
-    .await;
     wait_until("events published", Duration::from_secs(20), || {
         published(&relay, "origin=\"live\"") >= 10.0
     })
@@ -93,16 +84,9 @@ async fn the_relay_reconnects_after_the_simulator_is_killed_and_restarted() {
 async fn an_invalid_path_stops_one_source_and_leaves_the_others_flowing() {
     let nats = support::NatsServer::start();
     let sim = start_simulator(TOKEN, &["--invalid-path", "profile_live"]).await;
-    let config = relay_config(&sim, TOKEN, &nats_overrides(&nats, "INVALIDPATH"));
-    let shutdown = CancellationToken::new();
-    let relay = studio_relay::relay::start(config, shutdown.clone())
-        .await
-        .unwrap();
+    let (relay, shutdown) =
+        start_relay(&sim, TOKEN, &nats_overrides(&nats, "INVALIDPATH"), 4).await;
     let m = relay.metrics.clone();
-    wait_until("four sockets connected", Duration::from_secs(20), || {
-        connected_sockets(&m.render()) == 4
-    })
-    .await;
     let started = tokio::time::Instant::now();
     wait_until("calls flowing", Duration::from_secs(20), || {
         published(&relay, "source=\"calls\"") >= 5.0
@@ -161,16 +145,8 @@ async fn an_invalid_path_stops_one_source_and_leaves_the_others_flowing() {
 async fn every_malformed_frame_is_dead_lettered_with_its_raw_bytes() {
     let nats = support::NatsServer::start();
     let sim = start_simulator(TOKEN, &["--malformed-share", "0.25"]).await;
-    let config = relay_config(&sim, TOKEN, &nats_overrides(&nats, "MALFORMED"));
-    let shutdown = CancellationToken::new();
-    let relay = studio_relay::relay::start(config, shutdown.clone())
-        .await
-        .unwrap();
+    let (relay, shutdown) = start_relay(&sim, TOKEN, &nats_overrides(&nats, "MALFORMED"), 5).await;
     let m = relay.metrics.clone();
-    wait_until("five sockets connected", Duration::from_secs(20), || {
-        connected_sockets(&m.render()) == 5
-    })
-    .await;
     let witness = Witness::connect(&sim, TOKEN, &DataSource::ALL).await;
     let kinds_seen = || {
         sim.stats()

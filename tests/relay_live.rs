@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use studio_relay::model::DataSource;
-use support::live::{header, relay_config, start_simulator, wait_until, Seen, Witness};
-use tokio_util::sync::CancellationToken;
+use support::live::{header, start_relay, start_simulator, Seen, Witness};
 
 const TOKEN: &str = "relay-test-token";
 
@@ -18,18 +17,7 @@ async fn relay_session(
     run_for: Duration,
 ) -> (Vec<Seen>, studio_relay::relay::RelaySummary) {
     let sim = start_simulator(TOKEN, &[]).await;
-    let config = relay_config(&sim, TOKEN, &sink_overrides);
-    let shutdown = CancellationToken::new();
-    let relay = studio_relay::relay::start(config, shutdown.clone())
-        .await
-        .expect("relay starts");
-    let metrics = relay.metrics.clone();
-    wait_until(
-        "all five sockets connected",
-        Duration::from_secs(20),
-        || support::live::connected_sockets(&metrics.render()) == 5,
-    )
-    .await;
+    let (relay, shutdown) = start_relay(&sim, TOKEN, &sink_overrides, 5).await;
     let witness = Witness::connect(&sim, TOKEN, &DataSource::ALL).await;
     tokio::time::sleep(run_for).await;
     // Stop the source for both readers at once, then drain the relay.

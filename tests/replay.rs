@@ -329,17 +329,12 @@ async fn a_record_published_live_and_later_replayed_has_the_same_event_id() {
             ),
         ]
     };
-    let shutdown = CancellationToken::new();
-    let relay = studio_relay::relay::start(
-        support::live::relay_config(&sim, TOKEN, &live_sink("LIVE", "live.{source}.v{version}")),
-        shutdown.clone(),
+    let (relay, shutdown) = support::live::start_relay(
+        &sim,
+        TOKEN,
+        &live_sink("LIVE", "live.{source}.v{version}"),
+        5,
     )
-    .await
-    .unwrap();
-    let m = relay.metrics.clone();
-    support::live::wait_until("five sockets connected", Duration::from_secs(20), || {
-        support::live::connected_sockets(&m.render()) == 5
-    })
     .await;
     let connected_at = sim.sim_now_ms();
     tokio::time::sleep(Duration::from_secs(24)).await;

@@ -43,7 +43,10 @@ pub struct ReplayArgs {
     /// Start of the range (inclusive): RFC 3339, a day (2025-10-01), now, today, yesterday, or -7d.
     #[arg(long, env = "STUDIO_RELAY_REPLAY_FROM", conflicts_with = "last")]
     pub from: Option<String>,
-    /// End of the range (exclusive); same forms as --from. Default: now.
+    /// End of the range (exclusive); same forms as --from. Default: now,
+    /// rounded down to a whole --window, so rerunning the same relative
+    /// command (`--last 1d`, a restarted Job) plans the same windows and
+    /// finds them in its checkpoint.
     #[arg(long, env = "STUDIO_RELAY_REPLAY_TO")]
     pub to: Option<String>,
     /// Replay the last period up to now instead of --from, e.g. `7d`, `12h`.
@@ -243,7 +246,7 @@ pub async fn run(
     let now = Utc::now();
     let to = match &args.to {
         Some(s) => parse_instant(s, now).map_err(ReplayError::BadArgs)?,
-        None => now,
+        None => plan::align_down(now, args.window),
     };
     let from = match (&args.from, args.last) {
         (Some(s), _) => parse_instant(s, now).map_err(ReplayError::BadArgs)?,

@@ -50,6 +50,17 @@ impl Window {
 
 /// Splits `[from, to)` into windows of `size`, aligned to `from`; the last
 /// one is shorter when the range does not divide evenly.
+/// `t` rounded down to a multiple of `step` since the Unix epoch (UTC), so
+/// "now" means the same window boundary for every run within that window.
+pub fn align_down(t: DateTime<Utc>, step: std::time::Duration) -> DateTime<Utc> {
+    let step = step.as_millis() as i64;
+    if step <= 0 {
+        return t;
+    }
+    let ms = t.timestamp_millis();
+    DateTime::<Utc>::from_timestamp_millis(ms - ms.rem_euclid(step)).unwrap_or(t)
+}
+
 pub fn split(from: DateTime<Utc>, to: DateTime<Utc>, size: std::time::Duration) -> Vec<Window> {
     let step = ChronoDuration::from_std(size).unwrap_or(ChronoDuration::hours(1));
     let step = if step <= ChronoDuration::zero() {
@@ -102,6 +113,21 @@ mod tests {
             t("2025-10-04T15:30:00Z")
         );
         assert!(parse_instant("last tuesday", now).is_err());
+    }
+
+    #[test]
+    fn now_aligns_down_to_a_whole_window() {
+        let t = DateTime::parse_from_rfc3339("2025-10-01T13:47:12.345Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(
+            align_down(t, hour).to_rfc3339(),
+            "2025-10-01T13:00:00+00:00"
+        );
+        let later = t + chrono::Duration::minutes(10);
+        assert_eq!(align_down(t, hour), align_down(later, hour));
+        assert_eq!(align_down(t, std::time::Duration::ZERO), t);
     }
 
     #[test]

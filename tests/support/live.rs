@@ -182,3 +182,28 @@ pub fn metric_sum(text: &str, name: &str, label_filter: &str) -> f64 {
 pub fn connected_sockets(metrics_text: &str) -> usize {
     metric_sum(metrics_text, "studio_relay_socket_connected", "") as usize
 }
+
+/// Starts the relay on `sim` (see [`relay_config`]) and waits until
+/// `sockets` sockets are connected. Cancel the token to stop it.
+pub async fn start_relay(
+    sim: &SimulatorHandle,
+    token: &str,
+    overrides: &[(&str, String)],
+    sockets: usize,
+) -> (
+    studio_relay::relay::RelayHandle,
+    tokio_util::sync::CancellationToken,
+) {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let relay = studio_relay::relay::start(relay_config(sim, token, overrides), shutdown.clone())
+        .await
+        .expect("relay starts");
+    let m = relay.metrics.clone();
+    wait_until(
+        &format!("{sockets} sockets connected"),
+        Duration::from_secs(30),
+        || connected_sockets(&m.render()) == sockets,
+    )
+    .await;
+    (relay, shutdown)
+}
