@@ -148,6 +148,7 @@ pub async fn start_with_sink(
     );
 
     let recent = Arc::new(RecentIds::new(config.relay.recent_ids));
+    let recent_for_live = recent.clone();
     let (publish_tx, outstanding, publisher) = publisher::spawn(
         sink.clone(),
         builder.clone(),
@@ -184,6 +185,7 @@ pub async fn start_with_sink(
         builder.clone(),
         metrics.clone(),
         clock,
+        recent_for_live,
     ));
 
     let mut sockets = Vec::new();
@@ -315,9 +317,15 @@ async fn process_frames(
     builder: Arc<MessageBuilder>,
     metrics: Arc<Metrics>,
     clock: Arc<UpstreamClock>,
+    recent: Arc<RecentIds>,
 ) {
     while let Some(frame) = rx.recv().await {
         let outgoing = frame_to_outgoing(frame, &builder, &metrics, Some(&clock));
+        // A record gap backfill already took (same content, same id) is not
+        // published twice; nor is a frame Telavox pushed twice.
+        if outgoing.origin == "live" && !recent.insert(&outgoing.message.event_id) {
+            continue;
+        }
         if tx.send(outgoing).await.is_err() {
             return;
         }

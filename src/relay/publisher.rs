@@ -281,7 +281,7 @@ fn settle(
                 stats.dead_lettered += 1;
             } else {
                 if let Some(ids) = &settings.recent_ids {
-                    ids.insert(&item.message.event_id);
+                    let _ = ids.insert(&item.message.event_id);
                 }
                 let latency = item.received.map(|r| r.elapsed());
                 EventPublished {

@@ -1,5 +1,6 @@
-//! A bounded memory of event ids the broker acknowledged, so gap backfill does
-//! not publish a record the live stream already delivered. JetStream would
+//! A bounded memory of event ids accepted for publishing (live or backfill;
+//! retryable failures are retried until acknowledged), so one record reaching
+//! the relay both ways, in either order, is published once. JetStream would
 //! drop such a duplicate by `Nats-Msg-Id`; Kafka has no broker-side dedup, so
 //! without this every reconnect would feed consumers duplicates.
 
@@ -44,20 +45,23 @@ impl RecentIds {
         }
     }
 
-    /// Remembers `id` (a no-op for ids already known or not event ids).
-    pub fn insert(&self, id: &str) {
+    /// Remembers `id`; false when it was already known (a duplicate).
+    /// Ids that are not event ids are never remembered and always new.
+    pub fn insert(&self, id: &str) -> bool {
         let (Some(k), true) = (key(id), self.capacity > 0) else {
-            return;
+            return true;
         };
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.set.insert(k) {
-            g.order.push_back(k);
-            while g.order.len() > self.capacity {
-                if let Some(old) = g.order.pop_front() {
-                    g.set.remove(&old);
-                }
+        if !g.set.insert(k) {
+            return false;
+        }
+        g.order.push_back(k);
+        while g.order.len() > self.capacity {
+            if let Some(old) = g.order.pop_front() {
+                g.set.remove(&old);
             }
         }
+        true
     }
 
     pub fn contains(&self, id: &str) -> bool {
@@ -101,7 +105,7 @@ mod tests {
         assert!(!r.contains(&id(0)) && !r.contains(&id(1)));
         assert!(r.contains(&id(2)) && r.contains(&id(4)));
         // Re-inserting a known id does not refresh or duplicate it.
-        r.insert(&id(2));
+        assert!(!r.insert(&id(2)));
         assert_eq!(r.len(), 3);
     }
 

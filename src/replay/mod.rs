@@ -551,7 +551,9 @@ pub(crate) async fn replay_window(
             let outgoing = match model::normalize_historic(source, raw) {
                 Ok(record) => {
                     let env = Envelope::new(tenant.to_string(), origin, received_at_ms, record);
-                    if skip.is_some_and(|ids| ids.contains(&env.event_id)) {
+                    // Claim the id: a record the live stream (or an earlier
+                    // pass) already took is not published again.
+                    if skip.is_some_and(|ids| !ids.insert(&env.event_id)) {
                         counters.skipped.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
