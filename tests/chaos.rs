@@ -309,3 +309,66 @@ async fn a_30_second_nats_outage_loses_nothing() {
 async fn a_30_second_kafka_outage_loses_nothing() {
     outage_loses_nothing("Kafka outage", Broker::Kafka(support::KafkaBroker::start())).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_sigkilled_twice_and_restarted_loses_nothing() {
+    use support::process::{wait_for, Relay};
+    let nats = support::NatsServer::start();
+    let sim = start_simulator(TOKEN, &["--speed", "120", "--rate", "8"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env: Vec<(&str, String)> = vec![
+        ("STUDIO_RELAY__TENANTS__0__NAME", "acme".into()),
+        ("STUDIO_RELAY__TENANTS__0__TOKEN", TOKEN.into()),
+        ("STUDIO_RELAY__UPSTREAM__LIVE_URL", sim.live_url()),
+        ("STUDIO_RELAY__UPSTREAM__GRAPHQL_URL", sim.graphql_url()),
+        ("STUDIO_RELAY__UPSTREAM__BACKOFF_MIN", "100ms".into()),
+        ("STUDIO_RELAY__UPSTREAM__BACKOFF_MAX", "1s".into()),
+        ("STUDIO_RELAY__SINK__KIND", "nats".into()),
+        ("STUDIO_RELAY__SINK__NATS__URL", nats.url()),
+        ("STUDIO_RELAY__SINK__NATS__STREAM", "KILL".into()),
+        ("STUDIO_RELAY__RELAY__GAP_MARGIN", "45m".into()),
+        ("STUDIO_RELAY__RELAY__GAP_RECHECK_AFTER", "3s".into()),
+        (
+            "STUDIO_RELAY__RELAY__CHECKPOINT_FILE",
+            dir.path().join("checkpoint.json").display().to_string(),
+        ),
+    ];
+    let connected = |t: &str| metric_sum(t, "studio_relay_socket_connected", "") == 5.0;
+    let mut from = None;
+    for _ in 0..2 {
+        let mut relay = Relay::spawn(&["run"], &env);
+        wait_for("five sockets", Duration::from_secs(60), &relay, connected).await;
+        from.get_or_insert(sim.sim_now_ms());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        relay.sigkill();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let mut relay = Relay::spawn(&["run"], &env);
+    wait_for("five sockets", Duration::from_secs(60), &relay, connected).await;
+    // The resumed gaps and their second passes.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let end = sim.sim_now_ms();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    relay.sigterm();
+    assert_eq!(relay.wait(Duration::from_secs(30)).await.code(), Some(0));
+    assert!(
+        !relay.log_lines("resuming").is_empty(),
+        "the restarts resume from the checkpoint:\n{}",
+        relay.output()
+    );
+
+    let historic = [DataSource::Calls, DataSource::Queues, DataSource::Agents];
+    let truth = ground_truth(&sim, from.unwrap(), end - 30 * MINUTE, &historic).await;
+    let msgs = support::nats_fetch_all(
+        &nats.url(),
+        "KILL",
+        "telavox.studio.>",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    let on_broker = on_broker_once(&msgs);
+    eprintln!("SIGKILL chaos: {} messages on the broker", msgs.len());
+    assert_nothing_missing("SIGKILL chaos", &truth, &on_broker);
+    sim.shutdown().await;
+}

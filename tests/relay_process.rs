@@ -4,111 +4,14 @@
 
 mod support;
 
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use support::live::{metric_sum, start_simulator};
+use support::process::{wait_for, Relay};
 
 const GOOD_TOKEN: &str = "tv-secret-run-token-5b7e0c";
 const WRONG_TOKEN: &str = "tv-wrong-token-91ac44";
 const URL_PASSWORD: &str = "gql-pass-77f3";
-
-/// A `studio-relay` child process with stdout/stderr captured in files.
-struct Relay {
-    child: Child,
-    dir: tempfile::TempDir,
-    ops_port: u16,
-}
-
-impl Relay {
-    fn spawn(args: &[&str], env: &[(&str, String)]) -> Relay {
-        let dir = tempfile::tempdir().unwrap();
-        let ops_port = support::free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_studio-relay"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("STUDIO_RELAY") || k == "TELAVOX_TOKEN" {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.args(["--log-format", "json", "--log-level", "info"])
-            .args(args)
-            .env("STUDIO_RELAY__OPS__LISTEN", format!("127.0.0.1:{ops_port}"))
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("stdout")).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
-        let child = cmd.spawn().expect("start studio-relay");
-        Relay {
-            child,
-            dir,
-            ops_port,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let resp = reqwest::get(format!("http://127.0.0.1:{}{path}", self.ops_port))
-            .await
-            .ok()?;
-        Some((resp.status().as_u16(), resp.text().await.ok()?))
-    }
-
-    async fn metrics(&self) -> String {
-        self.get("/metrics").await.map(|r| r.1).unwrap_or_default()
-    }
-
-    fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -TERM failed");
-    }
-
-    /// Waits for the exit; fails the test after `timeout`.
-    async fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "studio-relay did not exit within {timeout:?}; stderr:\n{}",
-                    self.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Everything the process wrote (stdout then stderr).
-    fn output(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap();
-        format!("{}{}", read("stdout"), read("stderr"))
-    }
-
-    /// The JSON log lines whose message contains `needle`.
-    fn log_lines(&self, needle: &str) -> Vec<serde_json::Value> {
-        self.output()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| {
-                v.get("message")
-                    .and_then(|m| m.as_str())
-                    .is_some_and(|m| m.contains(needle))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn assert_no_secrets(what: &str, text: &str) {
     for secret in [GOOD_TOKEN, WRONG_TOKEN, URL_PASSWORD] {
@@ -116,22 +19,6 @@ fn assert_no_secrets(what: &str, text: &str) {
             !text.contains(secret),
             "secret `{secret}` leaked into {what}:\n{text}"
         );
-    }
-}
-
-async fn wait_for(what: &str, timeout: Duration, relay: &Relay, check: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let text = relay.metrics().await;
-        if check(&text) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; output:\n{}",
-            relay.output()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -339,6 +339,10 @@ pub struct RelayConfig {
     /// not publish what the live stream delivered (Kafka has no broker-side
     /// dedup). About 32 bytes each.
     pub recent_ids: usize,
+    /// Restart checkpoint file (on a volume): per tenant, the upstream time up
+    /// to which everything received is on the broker. On start the relay
+    /// backfills from there (needs `gap_backfill`). Empty: no checkpoint.
+    pub checkpoint_file: String,
 }
 
 impl Default for RelayConfig {
@@ -350,6 +354,7 @@ impl Default for RelayConfig {
             gap_margin: Duration::from_secs(3600),
             gap_recheck_after: Duration::from_secs(300),
             recent_ids: 200_000,
+            checkpoint_file: String::new(),
         }
     }
 }

@@ -36,23 +36,55 @@ const PAGE_SIZE: u32 = 500;
 /// before closing the gap with what is known.
 const SETTLE_MAX: Duration = Duration::from_secs(30);
 
-/// Newest record time (epoch ms) seen per tenant: the upstream's "now".
+/// Newest record time (epoch ms) seen per tenant: the upstream's "now";
+/// and the gaps not yet backfilled, which hold the restart checkpoint back.
 #[derive(Debug, Default)]
-pub struct UpstreamClock(Mutex<HashMap<Arc<str>, i64>>);
+pub struct UpstreamClock {
+    now: Mutex<HashMap<Arc<str>, i64>>,
+    holds: Mutex<HashMap<(Arc<str>, DataSource), i64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl UpstreamClock {
     pub fn observe(&self, tenant: &Arc<str>, at_ms: i64) {
-        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = lock(&self.now);
         let e = g.entry(tenant.clone()).or_insert(at_ms);
         *e = (*e).max(at_ms);
     }
 
     pub fn now(&self, tenant: &str) -> Option<i64> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(tenant)
-            .copied()
+        lock(&self.now).get(tenant).copied()
+    }
+
+    /// A gap from `from` is open for this socket: checkpoints stay at or
+    /// before it until [`UpstreamClock::release`].
+    pub fn hold(&self, tenant: &Arc<str>, source: DataSource, from: i64) {
+        lock(&self.holds).insert((tenant.clone(), source), from);
+    }
+
+    pub fn release(&self, tenant: &Arc<str>, source: DataSource) {
+        lock(&self.holds).remove(&(tenant.clone(), source));
+    }
+
+    /// Per tenant, the time a restart checkpoint may claim: the clock, but
+    /// never past the start of a gap still being filled.
+    pub fn snapshot(&self) -> Vec<(Arc<str>, i64)> {
+        let holds = lock(&self.holds);
+        lock(&self.now)
+            .iter()
+            .map(|(t, now)| {
+                let held = holds
+                    .iter()
+                    .filter(|((ht, _), _)| ht == t)
+                    .map(|(_, from)| *from)
+                    .min()
+                    .unwrap_or(i64::MAX);
+                (t.clone(), (*now).min(held))
+            })
+            .collect()
     }
 }
 
@@ -67,6 +99,9 @@ pub struct BackfillDeps {
     pub tx: mpsc::Sender<Outgoing>,
     /// Cancelled at shutdown: running backfills stop between pages.
     pub stop: CancellationToken,
+    /// Per tenant, the restart checkpoint: everything since is treated as a
+    /// gap of every socket, filled once the socket first connects.
+    pub resume_from: HashMap<String, i64>,
 }
 
 /// Everything a gap task needs, shared.
@@ -108,6 +143,15 @@ pub async fn run(
     // Per (tenant, source): upstream time when the socket was last seen up,
     // while it is down.
     let mut down_since: HashMap<(Arc<str>, DataSource), Option<i64>> = HashMap::new();
+    for t in &config.tenants {
+        if let Some(&from) = shared.deps.resume_from.get(&t.name) {
+            for &source in &config.upstream.sources {
+                let tenant: Arc<str> = Arc::from(t.name.as_str());
+                shared.deps.clock.hold(&tenant, source, from);
+                down_since.insert((tenant, source), Some(from));
+            }
+        }
+    }
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(ev) = events.recv().await {
         match ev {
@@ -118,14 +162,22 @@ pub async fn run(
             } => {
                 // Only the first failure after being up opens a gap.
                 if let Some(slot @ None) = down_since.get_mut(&(tenant.clone(), source)) {
-                    *slot = Some(shared.deps.clock.now(&tenant).unwrap_or(at_ms));
+                    let from = shared.deps.clock.now(&tenant).unwrap_or(at_ms);
+                    shared.deps.clock.hold(&tenant, source, from);
+                    *slot = Some(from);
                 }
             }
             SocketEvent::Connected { tenant, source, .. } => {
                 let key = (tenant.clone(), source);
                 if let Some(Some(from)) = down_since.insert(key, None) {
                     let shared = shared.clone();
-                    tasks.spawn(async move { fill(shared, tenant, source, from).await });
+                    tasks.spawn(async move {
+                        // Released only when every pass finished (not when
+                        // stopped by shutdown: the next start redoes it).
+                        if fill(&shared, &tenant, source, from).await {
+                            shared.deps.clock.release(&tenant, source);
+                        }
+                    });
                 }
             }
         }
@@ -137,30 +189,30 @@ pub async fn run(
 
 /// Closes the gap once the upstream clock moved past the reconnect, then
 /// backfills it (twice) or marks it.
-async fn fill(shared: Arc<Shared>, tenant: Arc<str>, source: DataSource, from: i64) {
-    let at_reconnect = shared.deps.clock.now(&tenant).unwrap_or(from);
+async fn fill(shared: &Shared, tenant: &Arc<str>, source: DataSource, from: i64) -> bool {
+    let at_reconnect = shared.deps.clock.now(tenant).unwrap_or(from);
     let waited = tokio::time::Instant::now();
     let to = loop {
-        let now = shared.deps.clock.now(&tenant).unwrap_or(from);
+        let now = shared.deps.clock.now(tenant).unwrap_or(from);
         if now > at_reconnect || waited.elapsed() >= SETTLE_MAX {
             break now.max(from);
         }
         tokio::select! {
-            _ = shared.deps.stop.cancelled() => return,
+            _ = shared.deps.stop.cancelled() => return false,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     };
     let margin = shared.margin.as_millis() as i64;
     let (from, to) = (from - margin, to + margin);
     GapDetected {
-        tenant: &tenant,
+        tenant,
         source: source.as_str(),
         from_ms: from,
         to_ms: to,
     }
     .emit(&shared.deps.metrics);
     if source.graphql_root().is_none() {
-        let marker = shared.deps.builder.gap_marker(&tenant, source, from, to);
+        let marker = shared.deps.builder.gap_marker(tenant, source, from, to);
         let _ = shared
             .deps
             .tx
@@ -173,18 +225,21 @@ async fn fill(shared: Arc<Shared>, tenant: Arc<str>, source: DataSource, from: i
                 tracker: None,
             })
             .await;
-        return;
+        return true;
     }
     let passes = if shared.recheck_after.is_zero() { 1 } else { 2 };
     for pass in 1..=passes {
         if pass > 1 {
             tokio::select! {
-                _ = shared.deps.stop.cancelled() => return,
+                _ = shared.deps.stop.cancelled() => return false,
                 _ = tokio::time::sleep(shared.recheck_after) => {}
             }
         }
-        backfill_once(&shared, &tenant, source, from, to, pass).await;
+        if !backfill_once(shared, tenant, source, from, to, pass).await {
+            return false;
+        }
     }
+    true
 }
 
 async fn backfill_once(
@@ -194,9 +249,9 @@ async fn backfill_once(
     from: i64,
     to: i64,
     pass: u32,
-) {
+) -> bool {
     let Some(client) = shared.clients.get(tenant) else {
-        return;
+        return false;
     };
     let ts = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
     let filter = OverviewFilter::window(&OverviewFilter::default(), ts(from), ts(to));
@@ -231,4 +286,5 @@ async fn backfill_once(
         },
     }
     .emit(&shared.deps.metrics);
+    matches!(result, Ok(WindowOutcome::Done))
 }

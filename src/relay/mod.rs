@@ -14,6 +14,7 @@
 //! and flushes the sink, all within `relay.shutdown_deadline`.
 
 pub mod backfill;
+pub mod checkpoint;
 pub mod message_builder;
 pub mod publisher;
 pub mod recent_ids;
@@ -49,6 +50,8 @@ pub enum RelayError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("shutdown deadline of {deadline:?} passed with {unsettled} event(s) not acknowledged by the broker")]
     DrainTimeout { deadline: Duration, unsettled: i64 },
 }
@@ -161,6 +164,22 @@ pub async fn start_with_sink(
     );
     let clock = Arc::new(UpstreamClock::default());
     let socket_shutdown = shutdown.child_token();
+    // Restart checkpoint: load it (a broken file stops start-up, it names
+    // the key), resume from it, and keep it current as epochs settle.
+    let (epoch_tx, checkpoint_task, resume_from) = if config.relay.checkpoint_file.is_empty() {
+        (None, None, Default::default())
+    } else {
+        let file = checkpoint::CheckpointFile::new(&config.relay.checkpoint_file);
+        let state = file.load()?;
+        if !state.is_empty() {
+            tracing::info!(checkpoint = ?state, "resuming: the time since the checkpoint is backfilled once the sockets connect");
+        }
+        let resume: std::collections::HashMap<String, i64> =
+            state.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(checkpoint::run_writer(file, state, rx));
+        (Some(tx), Some(task), resume)
+    };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let gap_task = if config.relay.gap_backfill {
         let deps = backfill::BackfillDeps {
@@ -170,6 +189,7 @@ pub async fn start_with_sink(
             clock: clock.clone(),
             tx: publish_tx.clone(),
             stop: socket_shutdown.clone(),
+            resume_from,
         };
         let config = config.clone();
         Some(tokio::spawn(async move {
@@ -186,6 +206,7 @@ pub async fn start_with_sink(
         metrics.clone(),
         clock,
         recent_for_live,
+        epoch_tx,
     ));
 
     let mut sockets = Vec::new();
@@ -231,6 +252,9 @@ pub async fn start_with_sink(
                 let _ = g.await;
             }
             let stats = publisher.await.unwrap_or_default();
+            if let Some(c) = checkpoint_task {
+                let _ = c.await;
+            }
             let flushed = sink.flush(deadline).await;
             (stats, flushed)
         };
@@ -318,18 +342,42 @@ async fn process_frames(
     metrics: Arc<Metrics>,
     clock: Arc<UpstreamClock>,
     recent: Arc<RecentIds>,
+    epochs: Option<mpsc::UnboundedSender<checkpoint::Epoch>>,
 ) {
+    // Live messages are grouped in epochs of EPOCH; a closed epoch carries
+    // the upstream clock to the checkpoint writer.
+    const EPOCH: Duration = Duration::from_secs(2);
+    let mut epoch = BatchTracker::new();
+    let mut epoch_started = tokio::time::Instant::now();
+    let close = |epoch: &Arc<BatchTracker>| {
+        if let Some(tx) = &epochs {
+            let _ = tx.send(checkpoint::Epoch {
+                tracker: epoch.clone(),
+                clocks: clock.snapshot(),
+            });
+        }
+    };
     while let Some(frame) = rx.recv().await {
-        let outgoing = frame_to_outgoing(frame, &builder, &metrics, Some(&clock));
+        let mut outgoing = frame_to_outgoing(frame, &builder, &metrics, Some(&clock));
         // A record gap backfill already took (same content, same id) is not
         // published twice; nor is a frame Telavox pushed twice.
         if outgoing.origin == "live" && !recent.insert(&outgoing.message.event_id) {
             continue;
         }
+        if epochs.is_some() && outgoing.origin == "live" {
+            epoch.add(1);
+            outgoing.tracker = Some(epoch.clone());
+        }
         if tx.send(outgoing).await.is_err() {
             return;
         }
+        if epoch_started.elapsed() >= EPOCH {
+            close(&epoch);
+            epoch = BatchTracker::new();
+            epoch_started = tokio::time::Instant::now();
+        }
     }
+    close(&epoch);
 }
 
 /// One frame → the message to publish (a record, or a dead letter).

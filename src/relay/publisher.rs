@@ -56,7 +56,7 @@ impl BatchTracker {
         self.pending.fetch_add(n as i64, Ordering::SeqCst);
     }
 
-    fn settle(&self, rejected: bool) {
+    pub(crate) fn settle(&self, rejected: bool) {
         if rejected {
             self.rejected.fetch_add(1, Ordering::SeqCst);
         }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod live;
+pub mod process;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
