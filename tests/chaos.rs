@@ -254,22 +254,29 @@ impl Broker {
 }
 
 /// Steady traffic, the broker down for 30 s, back: every record of the
-/// window on the broker once by event id.
-async fn outage_loses_nothing(label: &str, mut broker: Broker) {
+/// window on the broker once by event id. Returns the metrics at the end of
+/// the outage.
+async fn outage_loses_nothing(
+    label: &str,
+    mut broker: Broker,
+    extra: Vec<(&'static str, String)>,
+) -> String {
     let sim = start_simulator(TOKEN, &["--speed", "120", "--rate", "8"]).await;
     let mut overrides = broker.overrides();
     overrides.push(("STUDIO_RELAY__RELAY__GAP_MARGIN", "45m".into()));
     overrides.push(("STUDIO_RELAY__RELAY__GAP_RECHECK_AFTER", "3s".into()));
+    overrides.extend(extra);
     let (relay, shutdown) = start_relay(&sim, TOKEN, &overrides, 5).await;
     let m = relay.metrics.clone();
     let from = sim.sim_now_ms();
     tokio::time::sleep(Duration::from_secs(8)).await;
     broker.stop();
     tokio::time::sleep(Duration::from_secs(30)).await;
-    // Awaiting acks (the window) plus queued behind it.
-    let text = m.render();
-    let backlog = metric_sum(&text, "studio_relay_inflight_messages", "")
-        + metric_sum(&text, "studio_relay_queue_depth", "");
+    // Awaiting acks (the window) plus queued behind it, plus spooled.
+    let during = m.render();
+    let backlog = metric_sum(&during, "studio_relay_inflight_messages", "")
+        + metric_sum(&during, "studio_relay_queue_depth", "")
+        + metric_sum(&during, "studio_relay_spool_bytes", "");
     broker.restart();
     let t_restart = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -298,16 +305,64 @@ async fn outage_loses_nothing(label: &str, mut broker: Broker) {
     );
     assert_nothing_missing(label, &truth, &on_broker);
     sim.shutdown().await;
+    during
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_30_second_nats_outage_loses_nothing() {
-    outage_loses_nothing("NATS outage", Broker::Nats(support::NatsServer::start())).await;
+    outage_loses_nothing(
+        "NATS outage",
+        Broker::Nats(support::NatsServer::start()),
+        vec![],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_30_second_kafka_outage_loses_nothing() {
-    outage_loses_nothing("Kafka outage", Broker::Kafka(support::KafkaBroker::start())).await;
+    outage_loses_nothing(
+        "Kafka outage",
+        Broker::Kafka(support::KafkaBroker::start()),
+        vec![],
+    )
+    .await;
+}
+
+/// A queue far too small for the outage and no gap backfill: only the
+/// spool stands between the sockets and loss, and the sockets stay up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_beyond_the_queue_spills_to_the_spool_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let during = outage_loses_nothing(
+        "NATS outage with spool",
+        Broker::Nats(support::NatsServer::start()),
+        vec![
+            ("STUDIO_RELAY__RELAY__QUEUE_CAPACITY", "100".into()),
+            ("STUDIO_RELAY__SINK__NATS__MAX_PENDING_ACKS", "64".into()),
+            ("STUDIO_RELAY__RELAY__GAP_BACKFILL", "false".into()),
+            (
+                "STUDIO_RELAY__RELAY__SPOOL_DIR",
+                dir.path().join("spool").display().to_string(),
+            ),
+        ],
+    )
+    .await;
+    let spooled = metric_sum(&during, "studio_relay_spool_bytes", "");
+    eprintln!("NATS outage with spool: {spooled} bytes spooled at the end of the outage");
+    assert!(
+        spooled > 0.0,
+        "the backlog beyond the queue is on disk:\n{during}"
+    );
+    assert_eq!(
+        metric_sum(&during, "studio_relay_socket_connected", ""),
+        5.0,
+        "the sockets kept being read"
+    );
+    assert_eq!(
+        metric_sum(&during, "studio_relay_reconnects_total", ""),
+        0.0,
+        "no socket dropped during the outage"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -343,6 +343,16 @@ pub struct RelayConfig {
     /// to which everything received is on the broker. On start the relay
     /// backfills from there (needs `gap_backfill`). Empty: no checkpoint.
     pub checkpoint_file: String,
+    /// On-disk spool directory (on a volume): messages beyond the in-memory
+    /// queue go there while the broker is away, so the sockets keep being
+    /// read; drained in order, and first after a restart. Empty: no spool
+    /// (a full queue pauses the sockets).
+    pub spool_dir: String,
+    /// Spool size limit; when reached, the queue applies back-pressure.
+    pub spool_max_bytes: u64,
+    /// fsync every spooled message (survives power loss, slower); otherwise
+    /// the OS flushes (survives a crash of the relay).
+    pub spool_fsync: bool,
 }
 
 impl Default for RelayConfig {
@@ -355,6 +365,9 @@ impl Default for RelayConfig {
             gap_recheck_after: Duration::from_secs(300),
             recent_ids: 200_000,
             checkpoint_file: String::new(),
+            spool_dir: String::new(),
+            spool_max_bytes: 1 << 30,
+            spool_fsync: false,
         }
     }
 }

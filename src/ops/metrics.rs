@@ -31,6 +31,8 @@ pub struct Metrics {
     pub replay_windows_total: IntGaugeVec,
     pub backfill_records: IntCounterVec,
     pub gaps: IntCounterVec,
+    pub spool_bytes: IntGauge,
+    pub spool_corrupt_records: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub process_start_time: Gauge,
 }
@@ -201,6 +203,17 @@ impl Metrics {
                 "studio_relay_backfill_records_total",
                 "Records published by gap backfill after a reconnect.",
                 TS,
+            ),
+            spool_bytes: gauge(
+                &r,
+                "studio_relay_spool_bytes",
+                "Bytes in the on-disk spool (messages waiting for the broker beyond the in-memory queue).",
+            ),
+            spool_corrupt_records: counter(
+                &r,
+                "studio_relay_spool_corrupt_records_total",
+                "Spooled records skipped because they were torn (a crash mid-write) or failed their checksum.",
+                &[],
             ),
             gaps: counter(
                 &r,

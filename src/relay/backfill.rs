@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{MessageBuilder, Outgoing, RecentIds};
+use super::{Intake, MessageBuilder, Outgoing, RecentIds};
 use crate::config::Config;
 use crate::model::{DataSource, Origin};
 use crate::ops::internal_events::{GapBackfilled, GapDetected};
@@ -96,7 +96,7 @@ pub struct BackfillDeps {
     pub recent: Arc<RecentIds>,
     pub clock: Arc<UpstreamClock>,
     /// The publisher's input (shared with the live path).
-    pub tx: mpsc::Sender<Outgoing>,
+    pub tx: Intake,
     /// Cancelled at shutdown: running backfills stop between pages.
     pub stop: CancellationToken,
     /// Per tenant, the restart checkpoint: everything since is treated as a

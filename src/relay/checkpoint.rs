@@ -77,14 +77,20 @@ impl CheckpointFile {
     }
 }
 
-/// Writes the checkpoint as epochs settle, in order, until the epochs end.
+/// Writes the checkpoint as epochs settle, in order, until the epochs end
+/// or `stop` (after the drain: an epoch still unsettled then — its messages
+/// left in the spool — must not move the checkpoint).
 pub async fn run_writer(
     file: CheckpointFile,
     mut state: BTreeMap<String, i64>,
     mut epochs: mpsc::UnboundedReceiver<Epoch>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     while let Some(epoch) = epochs.recv().await {
-        epoch.tracker.wait().await;
+        tokio::select! {
+            _ = epoch.tracker.wait() => {}
+            _ = stop.cancelled() => return,
+        }
         let mut changed = false;
         for (tenant, at) in epoch.clocks {
             let e = state.entry(tenant.to_string()).or_insert(i64::MIN);
@@ -130,7 +136,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = CheckpointFile::new(dir.path().join("cp.json"));
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(run_writer(f.clone(), BTreeMap::new(), rx));
+        let writer = tokio::spawn(run_writer(
+            f.clone(),
+            BTreeMap::new(),
+            rx,
+            tokio_util::sync::CancellationToken::new(),
+        ));
         let t: Arc<str> = Arc::from("acme");
         let first = BatchTracker::new();
         first.add(1);

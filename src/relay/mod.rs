@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod message_builder;
 pub mod publisher;
 pub mod recent_ids;
+pub mod spool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use backfill::UpstreamClock;
 pub use message_builder::MessageBuilder;
 pub use publisher::{BatchTracker, Outgoing, PublisherSettings, PublisherStats};
 pub use recent_ids::RecentIds;
+pub use spool::Intake;
 
 /// Why the relay could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,8 @@ pub enum RelayError {
     },
     #[error("{0}")]
     Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("{0}")]
+    Spool(#[from] spool::SpoolError),
     #[error("shutdown deadline of {deadline:?} passed with {unsettled} event(s) not acknowledged by the broker")]
     DrainTimeout { deadline: Duration, unsettled: i64 },
 }
@@ -162,6 +166,19 @@ pub async fn start_with_sink(
         },
         config.relay.queue_capacity,
     );
+    // The way into the publisher: through the on-disk spool when the queue
+    // is full, if one is configured.
+    let intake = if config.relay.spool_dir.is_empty() {
+        Intake::direct(publish_tx)
+    } else {
+        let spool = spool::Spool::open(
+            &config.relay.spool_dir,
+            config.relay.spool_max_bytes,
+            config.relay.spool_fsync,
+            metrics.clone(),
+        )?;
+        Intake::spooled(publish_tx, spool)
+    };
     let clock = Arc::new(UpstreamClock::default());
     let socket_shutdown = shutdown.child_token();
     // Restart checkpoint: load it (a broken file stops start-up, it names
@@ -177,8 +194,9 @@ pub async fn start_with_sink(
         let resume: std::collections::HashMap<String, i64> =
             state.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(checkpoint::run_writer(file, state, rx));
-        (Some(tx), Some(task), resume)
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(checkpoint::run_writer(file, state, rx, stop.clone()));
+        (Some(tx), Some((task, stop)), resume)
     };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let gap_task = if config.relay.gap_backfill {
@@ -187,7 +205,7 @@ pub async fn start_with_sink(
             metrics: metrics.clone(),
             recent,
             clock: clock.clone(),
-            tx: publish_tx.clone(),
+            tx: intake.clone(),
             stop: socket_shutdown.clone(),
             resume_from,
         };
@@ -201,7 +219,7 @@ pub async fn start_with_sink(
     let (frame_tx, frame_rx) = mpsc::channel::<LiveFrame>(config.relay.queue_capacity);
     let processor = tokio::spawn(process_frames(
         frame_rx,
-        publish_tx,
+        intake,
         builder.clone(),
         metrics.clone(),
         clock,
@@ -252,8 +270,9 @@ pub async fn start_with_sink(
                 let _ = g.await;
             }
             let stats = publisher.await.unwrap_or_default();
-            if let Some(c) = checkpoint_task {
-                let _ = c.await;
+            if let Some((task, stop)) = checkpoint_task {
+                stop.cancel();
+                let _ = task.await;
             }
             let flushed = sink.flush(deadline).await;
             (stats, flushed)
@@ -337,7 +356,7 @@ fn spawn_sink_watcher(
 /// here can stop the loop but the closing of its input.
 async fn process_frames(
     mut rx: mpsc::Receiver<LiveFrame>,
-    tx: mpsc::Sender<Outgoing>,
+    tx: Intake,
     builder: Arc<MessageBuilder>,
     metrics: Arc<Metrics>,
     clock: Arc<UpstreamClock>,

@@ -21,7 +21,6 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use checkpoint::{Checkpoint, CheckpointError};
@@ -31,7 +30,7 @@ use crate::config::{Config, EncodingFormat, SinkKind, TenantConfig};
 use crate::model::{self, DataSource, Envelope, Origin};
 use crate::ops::internal_events::EventDeadLettered;
 use crate::ops::Metrics;
-use crate::relay::{BatchTracker, MessageBuilder, Outgoing, PublisherSettings, RecentIds};
+use crate::relay::{BatchTracker, Intake, MessageBuilder, Outgoing, PublisherSettings, RecentIds};
 use crate::sink::Sink;
 use crate::upstream::historic::{
     CursorGuard, GraphqlClient, HistoricError, OverviewFilter, RetryPolicy,
@@ -385,7 +384,7 @@ pub async fn run(
     // Everything the window futures need, owned, so dropping the stream
     // releases its publisher sender.
     let (window_tx, w_clients, w_tenants, w_counters, w_template, w_builder, w_metrics, w_stop) = (
-        tx.clone(),
+        Intake::direct(tx.clone()),
         clients.clone(),
         tenants.clone(),
         counters.clone(),
@@ -514,7 +513,7 @@ pub(crate) async fn replay_window(
     source: DataSource,
     filter: &OverviewFilter,
     page_size: u32,
-    tx: &mpsc::Sender<Outgoing>,
+    tx: &Intake,
     builder: &MessageBuilder,
     metrics: &Metrics,
     counters: &Counters,

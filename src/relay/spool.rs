@@ -1,0 +1,575 @@
+//! The on-disk spool: where messages go when the publisher's in-memory queue
+//! is full (a broker outage), so the sockets keep being read — pausing them
+//! would make Telavox drop us.
+//!
+//! Order is kept: once a message has been spooled, every later message is
+//! spooled too until the spool has been drained back into the queue, in the
+//! order written. Segments are append-only files of framed records
+//! (`len u32 | check [4] | body`, `check` = the first bytes of SHA-256 of the
+//! body); a torn or corrupt tail (a crash mid-write) is detected, counted and
+//! skipped. What a previous process left behind is drained first on start.
+//! Past `relay.spool_max_bytes` the spool stops taking messages and the
+//! queue applies back-pressure, as without a spool.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, Notify};
+
+use super::{BatchTracker, Outgoing};
+use crate::model::DataSource;
+use crate::ops::Metrics;
+use crate::sink::OutboundMessage;
+
+/// A new segment file is started past this size.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+#[error("relay.spool_dir {path}: {message}")]
+pub struct SpoolError {
+    path: PathBuf,
+    message: String,
+}
+
+fn origin_code(o: &str) -> u8 {
+    match o {
+        "live" => 0,
+        "backfill" => 1,
+        "replay" => 2,
+        "deadletter" => 3,
+        _ => 4,
+    }
+}
+
+fn origin_name(c: u8) -> &'static str {
+    ["live", "backfill", "replay", "deadletter", "control"][c.min(4) as usize]
+}
+
+fn put(buf: &mut Vec<u8>, b: &[u8]) {
+    buf.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    buf.extend_from_slice(b);
+}
+
+/// Serializes what is needed to publish `o` again (trackers and arrival
+/// instants stay in memory, see [`Spool`]).
+fn encode(seq: u64, o: &Outgoing) -> Vec<u8> {
+    let m = &o.message;
+    let mut b = Vec::with_capacity(m.payload.len() + 256);
+    b.extend_from_slice(&seq.to_le_bytes());
+    b.push(origin_code(o.origin));
+    b.push(o.source as u8);
+    put(&mut b, o.tenant.as_bytes());
+    put(&mut b, m.destination.as_bytes());
+    match &m.key {
+        Some(k) => {
+            b.push(1);
+            put(&mut b, k.as_bytes());
+        }
+        None => b.push(0),
+    }
+    b.extend_from_slice(&(m.headers.len() as u32).to_le_bytes());
+    for (k, v) in &m.headers {
+        put(&mut b, k.as_bytes());
+        put(&mut b, v.as_bytes());
+    }
+    put(&mut b, &m.payload);
+    put(&mut b, m.event_id.as_bytes());
+    b
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, rest) = self.0.split_at(n);
+        let out = a;
+        self.0 = rest;
+        Some(out)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        let n = self.u32()? as usize;
+        Some(self.take(n)?.to_vec())
+    }
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?).ok()
+    }
+}
+
+fn decode(body: &[u8]) -> Option<(u64, Outgoing)> {
+    let mut c = Cursor(body);
+    let seq = u64::from_le_bytes(c.take(8)?.try_into().ok()?);
+    let origin = origin_name(c.take(1)?[0]);
+    let source = *DataSource::ALL.get(c.take(1)?[0] as usize)?;
+    let tenant: Arc<str> = Arc::from(c.string()?.as_str());
+    let destination = c.string()?;
+    let key = match c.take(1)?[0] {
+        1 => Some(c.string()?),
+        _ => None,
+    };
+    let n = c.u32()? as usize;
+    let mut headers = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        headers.push((c.string()?, c.string()?));
+    }
+    let payload = Bytes::from(c.bytes()?);
+    let event_id = c.string()?;
+    Some((
+        seq,
+        Outgoing {
+            message: OutboundMessage {
+                destination,
+                key,
+                headers,
+                payload,
+                event_id,
+            },
+            tenant,
+            source,
+            origin,
+            received: None,
+            tracker: None,
+        },
+    ))
+}
+
+fn check(body: &[u8]) -> [u8; 4] {
+    let d = Sha256::digest(body);
+    [d[0], d[1], d[2], d[3]]
+}
+
+struct Segment {
+    id: u64,
+    path: PathBuf,
+}
+
+struct State {
+    /// Segments oldest first; the last one is written to.
+    segments: VecDeque<Segment>,
+    writer: Option<BufWriter<File>>,
+    written_in_last: u64,
+    reader: Option<BufReader<File>>,
+    bytes: u64,
+    /// A record read from disk and not yet in the queue (order guard).
+    in_hand: bool,
+    next_seq: u64,
+    /// Trackers and arrival times of records spooled by this process.
+    memory: HashMap<u64, (Option<Arc<BatchTracker>>, Option<Instant>)>,
+    corrupt: u64,
+}
+
+/// The spool; see the module docs.
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    fsync: bool,
+    state: Mutex<State>,
+    wake: Notify,
+    metrics: Arc<Metrics>,
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016}.spool"))
+}
+
+impl Spool {
+    /// Opens (creating) the directory; what a previous run left is queued first.
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        max_bytes: u64,
+        fsync: bool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Spool>, SpoolError> {
+        let dir = dir.into();
+        let err = |e: std::io::Error| SpoolError {
+            path: dir.clone(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        let mut segments = Vec::new();
+        let mut bytes = 0;
+        for entry in std::fs::read_dir(&dir).map_err(err)? {
+            let path = entry.map_err(err)?.path();
+            let id = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".spool"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(id) = id {
+                bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                segments.push(Segment { id, path });
+            }
+        }
+        segments.sort_by_key(|s| s.id);
+        let left = segments.len();
+        let spool = Arc::new(Spool {
+            dir,
+            max_bytes,
+            fsync,
+            state: Mutex::new(State {
+                segments: segments.into(),
+                writer: None,
+                written_in_last: SEGMENT_BYTES, // never append to an old segment
+                reader: None,
+                bytes,
+                in_hand: false,
+                next_seq: 0,
+                memory: HashMap::new(),
+                corrupt: 0,
+            }),
+            wake: Notify::new(),
+            metrics,
+        });
+        if left > 0 {
+            tracing::warn!(
+                segments = left,
+                bytes,
+                "spool: draining what a previous run left, before anything new"
+            );
+        }
+        spool.metrics.spool_bytes.set(bytes as i64);
+        Ok(spool)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True while messages must go through the spool to keep their order:
+    /// a segment exists until every record in it has been read.
+    fn active(s: &State) -> bool {
+        !s.segments.is_empty() || s.in_hand
+    }
+
+    /// Appends `o`; gives it back when the spool is full or cannot write.
+    fn append(&self, s: &mut State, o: Outgoing) -> Result<(), Box<Outgoing>> {
+        let seq = s.next_seq;
+        let body = encode(seq, &o);
+        let frame_len = 8 + body.len() as u64;
+        if s.bytes + frame_len > self.max_bytes {
+            return Err(Box::new(o));
+        }
+        if s.writer.is_none() || s.written_in_last >= SEGMENT_BYTES {
+            let id = s.segments.back().map_or(0, |x| x.id + 1);
+            let path = segment_path(&self.dir, id);
+            match OpenOptions::new().create(true).append(true).open(&path) {
+                Ok(f) => {
+                    if let Some(mut w) = s.writer.take() {
+                        let _ = w.flush();
+                    }
+                    s.writer = Some(BufWriter::new(f));
+                    s.segments.push_back(Segment { id, path });
+                    s.written_in_last = 0;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "spool: cannot create a segment; back-pressure instead");
+                    return Err(Box::new(o));
+                }
+            }
+        }
+        let w = s.writer.as_mut().expect("writer opened above");
+        let ok = w
+            .write_all(&(body.len() as u32).to_le_bytes())
+            .and_then(|_| w.write_all(&check(&body)))
+            .and_then(|_| w.write_all(&body))
+            .and_then(|_| w.flush())
+            .and_then(|_| {
+                if self.fsync {
+                    w.get_ref().sync_data()
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = ok {
+            tracing::error!(error = %e, "spool: write failed; back-pressure instead");
+            return Err(Box::new(o));
+        }
+        s.next_seq += 1;
+        s.written_in_last += frame_len;
+        s.bytes += frame_len;
+        s.memory.insert(seq, (o.tracker, o.received));
+        self.metrics.spool_bytes.set(s.bytes as i64);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Reads the next record in order (removing drained segments).
+    fn read_next(&self, s: &mut State) -> Option<Outgoing> {
+        loop {
+            let front = s.segments.front()?;
+            let front_path = front.path.clone();
+            let is_last = s.segments.len() == 1;
+            // The segment being written ends where the writer is; any other
+            // one ending mid-record was torn by a crash.
+            let live_segment = is_last && s.writer.is_some();
+            if s.reader.is_none() {
+                if is_last {
+                    if let Some(w) = s.writer.as_mut() {
+                        let _ = w.flush();
+                    }
+                }
+                match File::open(&front_path) {
+                    Ok(f) => s.reader = Some(BufReader::new(f)),
+                    Err(_) => {
+                        s.segments.pop_front();
+                        continue;
+                    }
+                }
+            }
+            let r = s.reader.as_mut().expect("opened above");
+            let mut head = [0u8; 8];
+            let got = read_full(r, &mut head);
+            if got == 8 {
+                let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+                let mut body = vec![0u8; len];
+                if len <= SEGMENT_BYTES as usize && read_full(r, &mut body) == len {
+                    if check(&body) == head[4..8] {
+                        if let Some((seq, mut o)) = decode(&body) {
+                            s.bytes = s.bytes.saturating_sub(8 + len as u64);
+                            if let Some((tracker, received)) = s.memory.remove(&seq) {
+                                o.tracker = tracker;
+                                o.received = received;
+                            }
+                            self.metrics.spool_bytes.set(s.bytes as i64);
+                            return Some(o);
+                        }
+                    }
+                    s.corrupt += 1;
+                    self.metrics
+                        .spool_corrupt_records
+                        .with_label_values::<&str>(&[])
+                        .inc();
+                    tracing::error!(segment = %front_path.display(), "spool: corrupt record skipped (checksum mismatch)");
+                    continue;
+                }
+                if !live_segment {
+                    s.corrupt += 1;
+                    self.metrics
+                        .spool_corrupt_records
+                        .with_label_values::<&str>(&[])
+                        .inc();
+                    tracing::error!(segment = %front_path.display(), "spool: torn record at the end of a segment skipped");
+                }
+            } else if got > 0 && !live_segment {
+                s.corrupt += 1;
+                self.metrics
+                    .spool_corrupt_records
+                    .with_label_values::<&str>(&[])
+                    .inc();
+                tracing::error!(segment = %front_path.display(), "spool: torn record at the end of a segment skipped");
+            }
+            // End of this segment (or a torn tail).
+            if live_segment {
+                // The live segment: everything written so far was read.
+                // Start over in a fresh segment so this one can go.
+                s.writer = None;
+                s.written_in_last = SEGMENT_BYTES;
+            }
+            s.reader = None;
+            s.segments.pop_front();
+            let _ = std::fs::remove_file(&front_path);
+            if s.segments.is_empty() {
+                s.bytes = 0;
+                self.metrics.spool_bytes.set(0);
+                return None;
+            }
+        }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n
+}
+
+/// The way into the publisher's queue: direct while there is room, through
+/// the spool (in order) once there is not.
+#[derive(Clone)]
+pub struct Intake {
+    tx: mpsc::Sender<Outgoing>,
+    spool: Option<Arc<Spool>>,
+}
+
+impl Intake {
+    /// Without a spool: plain back-pressure.
+    pub fn direct(tx: mpsc::Sender<Outgoing>) -> Intake {
+        Intake { tx, spool: None }
+    }
+
+    /// With a spool, and the task that drains it into `tx`.
+    pub fn spooled(tx: mpsc::Sender<Outgoing>, spool: Arc<Spool>) -> Intake {
+        tokio::spawn(drain(tx.downgrade(), spool.clone()));
+        Intake {
+            tx,
+            spool: Some(spool),
+        }
+    }
+
+    /// Hands `o` on; Err when the publisher is gone.
+    pub async fn send(&self, o: Outgoing) -> Result<(), ()> {
+        let Some(spool) = &self.spool else {
+            return self.tx.send(o).await.map_err(|_| ());
+        };
+        let mut o = o;
+        loop {
+            {
+                let mut s = spool.lock();
+                if !Spool::active(&s) {
+                    match self.tx.try_send(o) {
+                        Ok(()) => return Ok(()),
+                        Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+                        Err(mpsc::error::TrySendError::Full(back)) => o = back,
+                    }
+                }
+                match spool.append(&mut s, o) {
+                    Ok(()) => return Ok(()),
+                    Err(back) => o = *back,
+                }
+            }
+            // Spool full: back-pressure, as without one.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Moves spooled records into the queue, oldest first, until the queue closes.
+async fn drain(tx: mpsc::WeakSender<Outgoing>, spool: Arc<Spool>) {
+    loop {
+        let next = {
+            let mut s = spool.lock();
+            let o = spool.read_next(&mut s);
+            s.in_hand = o.is_some();
+            o
+        };
+        match next {
+            Some(o) => {
+                let Some(tx) = tx.upgrade() else { return };
+                let sent = tx.send(o).await.is_ok();
+                spool.lock().in_hand = false;
+                if !sent {
+                    return;
+                }
+            }
+            None => {
+                if tx.upgrade().is_none() {
+                    return;
+                }
+                tokio::select! {
+                    _ = spool.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(i: usize) -> Outgoing {
+        Outgoing {
+            message: OutboundMessage {
+                destination: "telavox.studio.calls.v1".into(),
+                key: Some(format!("call-{}", i % 7)),
+                headers: vec![("ce_id".into(), format!("{i:032x}"))],
+                payload: Bytes::from(vec![i as u8; 100 + i % 50]),
+                event_id: format!("{i:032x}"),
+            },
+            tenant: Arc::from("acme"),
+            source: DataSource::Calls,
+            origin: "live",
+            received: None,
+            tracker: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_spills_in_order_and_drains_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let spool = Spool::open(dir.path(), 1 << 30, false, metrics.clone()).unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let intake = Intake::spooled(tx, spool.clone());
+        for i in 0..500 {
+            intake.send(msg(i)).await.unwrap();
+        }
+        // Nothing read yet: 4 in the queue (and one in hand), the rest on disk.
+        assert!(metrics.spool_bytes.get() > 0);
+        for i in 0..500 {
+            let m = rx.recv().await.unwrap();
+            assert_eq!(m.message.event_id, format!("{i:032x}"), "order kept");
+            assert_eq!(m.message.payload.len(), 100 + i % 50);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(metrics.spool_bytes.get(), 0);
+        assert!(!Spool::active(&spool.lock()));
+        drop(intake);
+    }
+
+    #[tokio::test]
+    async fn what_a_previous_run_left_is_drained_first_and_a_torn_tail_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        {
+            let spool = Spool::open(dir.path(), 1 << 30, true, metrics.clone()).unwrap();
+            let mut s = spool.lock();
+            for i in 0..10 {
+                assert!(spool.append(&mut s, msg(i)).is_ok());
+            }
+            // A crash mid-write: half a record at the end.
+            let mut f = OpenOptions::new()
+                .append(true)
+                .open(&s.segments[0].path)
+                .unwrap();
+            f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
+        }
+        // A second segment after the torn one, as a restarted run would write.
+        let spool = Spool::open(dir.path(), 1 << 30, false, metrics.clone()).unwrap();
+        {
+            let mut s = spool.lock();
+            assert!(spool.append(&mut s, msg(10)).is_ok());
+        }
+        let mut got = Vec::new();
+        let mut s = spool.lock();
+        while let Some(o) = spool.read_next(&mut s) {
+            got.push(o.message.event_id);
+        }
+        let want: Vec<String> = (0..11).map(|i| format!("{i:032x}")).collect();
+        assert_eq!(got, want);
+        assert_eq!(s.corrupt, 1, "the torn tail is counted");
+        assert!(s.segments.is_empty());
+    }
+
+    #[test]
+    fn the_size_limit_refuses_instead_of_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1000, false, Arc::new(Metrics::new())).unwrap();
+        let mut s = spool.lock();
+        let mut taken = 0;
+        for i in 0..100 {
+            if spool.append(&mut s, msg(i)).is_ok() {
+                taken += 1;
+            }
+        }
+        assert!(taken > 0 && taken < 10, "{taken}");
+        assert!(s.bytes <= 1000);
+    }
+}
