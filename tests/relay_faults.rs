@@ -167,13 +167,16 @@ async fn every_malformed_frame_is_dead_lettered_with_its_raw_bytes() {
         5,
         "malformed frames must not take a socket down"
     );
+    // Witness first, then (after the relay got the same frames) the source.
+    let bad = witness.bad_frames();
+    drop(witness);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     sim.shutdown().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     shutdown.cancel();
     let summary = relay.wait().await.expect("relay drains");
     let text = m.render();
 
-    let bad = witness.bad_frames();
     assert!(!bad.is_empty(), "the witness saw no malformed frame");
     let deadlettered = metric_sum(&text, "studio_relay_events_deadlettered_total", "");
     assert!(

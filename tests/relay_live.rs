@@ -20,12 +20,17 @@ async fn relay_session(
     let (relay, shutdown) = start_relay(&sim, TOKEN, &sink_overrides, 5).await;
     let witness = Witness::connect(&sim, TOKEN, &DataSource::ALL).await;
     tokio::time::sleep(run_for).await;
-    // Stop the source for both readers at once, then drain the relay.
+    // Stop the witness first, give the relay's connection a moment to get
+    // the same broadcast frames, then stop the source and drain. (A server
+    // shutting down does not deliver its last frames to every client alike.)
+    let witnessed = witness.ids();
+    drop(witness);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     sim.shutdown().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     shutdown.cancel();
     let summary = relay.wait().await.expect("relay drains cleanly");
-    (witness.ids(), summary)
+    (witnessed, summary)
 }
 
 fn check_exactly_once_and_order(witnessed: &[Seen], on_broker: &[Seen]) {

@@ -41,7 +41,10 @@ const SETTLE_MAX: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub struct UpstreamClock {
     now: Mutex<HashMap<Arc<str>, i64>>,
-    holds: Mutex<HashMap<(Arc<str>, DataSource), i64>>,
+    /// Open gaps by id: (tenant, start). Several may be open for one socket
+    /// (a second drop while the first gap is still being filled).
+    holds: Mutex<HashMap<u64, (Arc<str>, i64)>>,
+    next_hold: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -59,14 +62,18 @@ impl UpstreamClock {
         lock(&self.now).get(tenant).copied()
     }
 
-    /// A gap from `from` is open for this socket: checkpoints stay at or
-    /// before it until [`UpstreamClock::release`].
-    pub fn hold(&self, tenant: &Arc<str>, source: DataSource, from: i64) {
-        lock(&self.holds).insert((tenant.clone(), source), from);
+    /// A gap from `from` is open: checkpoints stay at or before it until
+    /// [`UpstreamClock::release`] of the returned id.
+    pub fn hold(&self, tenant: &Arc<str>, from: i64) -> u64 {
+        let id = self
+            .next_hold
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.holds).insert(id, (tenant.clone(), from));
+        id
     }
 
-    pub fn release(&self, tenant: &Arc<str>, source: DataSource) {
-        lock(&self.holds).remove(&(tenant.clone(), source));
+    pub fn release(&self, hold: u64) {
+        lock(&self.holds).remove(&hold);
     }
 
     /// Per tenant, the time a restart checkpoint may claim: the clock, but
@@ -77,8 +84,8 @@ impl UpstreamClock {
             .iter()
             .map(|(t, now)| {
                 let held = holds
-                    .iter()
-                    .filter(|((ht, _), _)| ht == t)
+                    .values()
+                    .filter(|(ht, _)| ht == t)
                     .map(|(_, from)| *from)
                     .min()
                     .unwrap_or(i64::MAX);
@@ -140,15 +147,16 @@ pub async fn run(
         margin: config.relay.gap_margin,
         recheck_after: config.relay.gap_recheck_after,
     });
-    // Per (tenant, source): upstream time when the socket was last seen up,
-    // while it is down.
-    let mut down_since: HashMap<(Arc<str>, DataSource), Option<i64>> = HashMap::new();
+    // Per (tenant, source), while the socket is down: upstream time when it
+    // was last seen up, and the hold keeping the checkpoint before it.
+    type OpenGap = Option<(i64, u64)>;
+    let mut down_since: HashMap<(Arc<str>, DataSource), OpenGap> = HashMap::new();
     for t in &config.tenants {
         if let Some(&from) = shared.deps.resume_from.get(&t.name) {
             for &source in &config.upstream.sources {
                 let tenant: Arc<str> = Arc::from(t.name.as_str());
-                shared.deps.clock.hold(&tenant, source, from);
-                down_since.insert((tenant, source), Some(from));
+                let hold = shared.deps.clock.hold(&tenant, from);
+                down_since.insert((tenant, source), Some((from, hold)));
             }
         }
     }
@@ -163,19 +171,18 @@ pub async fn run(
                 // Only the first failure after being up opens a gap.
                 if let Some(slot @ None) = down_since.get_mut(&(tenant.clone(), source)) {
                     let from = shared.deps.clock.now(&tenant).unwrap_or(at_ms);
-                    shared.deps.clock.hold(&tenant, source, from);
-                    *slot = Some(from);
+                    *slot = Some((from, shared.deps.clock.hold(&tenant, from)));
                 }
             }
             SocketEvent::Connected { tenant, source, .. } => {
                 let key = (tenant.clone(), source);
-                if let Some(Some(from)) = down_since.insert(key, None) {
+                if let Some(Some((from, hold))) = down_since.insert(key, None) {
                     let shared = shared.clone();
                     tasks.spawn(async move {
                         // Released only when every pass finished (not when
                         // stopped by shutdown: the next start redoes it).
                         if fill(&shared, &tenant, source, from).await {
-                            shared.deps.clock.release(&tenant, source);
+                            shared.deps.clock.release(hold);
                         }
                     });
                 }
@@ -287,4 +294,29 @@ async fn backfill_once(
     }
     .emit(&shared.deps.metrics);
     matches!(result, Ok(WindowOutcome::Done))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_never_pass_an_open_gap() {
+        let clock = UpstreamClock::default();
+        let t: Arc<str> = Arc::from("acme");
+        clock.observe(&t, 100);
+        assert_eq!(clock.snapshot(), vec![(t.clone(), 100)]);
+        let first = clock.hold(&t, 50);
+        let second = clock.hold(&t, 70);
+        clock.observe(&t, 120);
+        assert_eq!(clock.snapshot(), vec![(t.clone(), 50)]);
+        clock.release(first);
+        assert_eq!(clock.snapshot(), vec![(t.clone(), 70)]);
+        clock.release(second);
+        assert_eq!(clock.snapshot(), vec![(t.clone(), 120)]);
+        // Another tenant's gap holds only that tenant back.
+        let other: Arc<str> = Arc::from("other");
+        clock.hold(&other, 1);
+        assert_eq!(clock.snapshot(), vec![(t, 120)]);
+    }
 }
