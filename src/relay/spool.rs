@@ -304,6 +304,16 @@ impl Spool {
         Ok(())
     }
 
+    /// Counts and logs a record that cannot be read back.
+    fn skipped(&self, s: &mut State, segment: &Path, what: &str) {
+        s.corrupt += 1;
+        self.metrics
+            .spool_corrupt_records
+            .with_label_values::<&str>(&[])
+            .inc();
+        tracing::error!(segment = %segment.display(), "spool: {what} skipped");
+    }
+
     /// Reads the next record in order (removing drained segments).
     fn read_next(&self, s: &mut State) -> Option<Outgoing> {
         loop {
@@ -332,7 +342,8 @@ impl Spool {
             let got = read_full(r, &mut head);
             if got == 8 {
                 let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
-                let mut body = vec![0u8; len];
+                // Check the length before trusting it with an allocation.
+                let mut body = vec![0u8; len.min(SEGMENT_BYTES as usize)];
                 if len <= SEGMENT_BYTES as usize && read_full(r, &mut body) == len {
                     if check(&body) == head[4..8] {
                         if let Some((seq, mut o)) = decode(&body) {
@@ -345,29 +356,14 @@ impl Spool {
                             return Some(o);
                         }
                     }
-                    s.corrupt += 1;
-                    self.metrics
-                        .spool_corrupt_records
-                        .with_label_values::<&str>(&[])
-                        .inc();
-                    tracing::error!(segment = %front_path.display(), "spool: corrupt record skipped (checksum mismatch)");
+                    self.skipped(s, &front_path, "corrupt record (checksum mismatch)");
                     continue;
                 }
                 if !live_segment {
-                    s.corrupt += 1;
-                    self.metrics
-                        .spool_corrupt_records
-                        .with_label_values::<&str>(&[])
-                        .inc();
-                    tracing::error!(segment = %front_path.display(), "spool: torn record at the end of a segment skipped");
+                    self.skipped(s, &front_path, "torn record at the end of a segment");
                 }
             } else if got > 0 && !live_segment {
-                s.corrupt += 1;
-                self.metrics
-                    .spool_corrupt_records
-                    .with_label_values::<&str>(&[])
-                    .inc();
-                tracing::error!(segment = %front_path.display(), "spool: torn record at the end of a segment skipped");
+                self.skipped(s, &front_path, "torn record at the end of a segment");
             }
             // End of this segment (or a torn tail).
             if live_segment {
