@@ -365,36 +365,44 @@ async fn a_nats_outage_beyond_the_queue_spills_to_the_spool_and_loses_nothing() 
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_sigkilled_twice_and_restarted_loses_nothing() {
+/// Steady traffic; the relay process SIGKILLed twice (no drain, no final
+/// checkpoint) and restarted: every record of the window on the broker once
+/// by event id. Returns the last process, stopped.
+async fn sigkilled_twice_loses_nothing(
+    label: &str,
+    broker: Broker,
+    extra: Vec<(&'static str, String)>,
+) -> support::process::Relay {
     use support::process::{wait_for, Relay};
-    let nats = support::NatsServer::start();
     let sim = start_simulator(TOKEN, &["--speed", "120", "--rate", "8"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let env: Vec<(&str, String)> = vec![
+    let mut env: Vec<(&str, String)> = vec![
         ("STUDIO_RELAY__TENANTS__0__NAME", "acme".into()),
         ("STUDIO_RELAY__TENANTS__0__TOKEN", TOKEN.into()),
         ("STUDIO_RELAY__UPSTREAM__LIVE_URL", sim.live_url()),
         ("STUDIO_RELAY__UPSTREAM__GRAPHQL_URL", sim.graphql_url()),
         ("STUDIO_RELAY__UPSTREAM__BACKOFF_MIN", "100ms".into()),
         ("STUDIO_RELAY__UPSTREAM__BACKOFF_MAX", "1s".into()),
-        ("STUDIO_RELAY__SINK__KIND", "nats".into()),
-        ("STUDIO_RELAY__SINK__NATS__URL", nats.url()),
-        ("STUDIO_RELAY__SINK__NATS__STREAM", "KILL".into()),
         ("STUDIO_RELAY__RELAY__GAP_MARGIN", "45m".into()),
         ("STUDIO_RELAY__RELAY__GAP_RECHECK_AFTER", "3s".into()),
-        (
-            "STUDIO_RELAY__RELAY__CHECKPOINT_FILE",
-            dir.path().join("checkpoint.json").display().to_string(),
-        ),
     ];
+    env.extend(broker.overrides());
+    env.extend(extra);
     let connected = |t: &str| metric_sum(t, "studio_relay_socket_connected", "") == 5.0;
+    // Acknowledged publishes, each a message on the broker: a lower bound of
+    // what to read back (what is acknowledged between the scrape and the
+    // kill comes on top).
+    let acked = |t: &str| {
+        metric_sum(t, "studio_relay_events_published_total", "")
+            - metric_sum(t, "studio_relay_events_published_total", "deadletter")
+    };
+    let mut published = 0.0;
     let mut from = None;
     for _ in 0..2 {
         let mut relay = Relay::spawn(&["run"], &env);
         wait_for("five sockets", Duration::from_secs(60), &relay, connected).await;
         from.get_or_insert(sim.sim_now_ms());
         tokio::time::sleep(Duration::from_secs(10)).await;
+        published += acked(&relay.metrics().await);
         relay.sigkill();
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
@@ -404,26 +412,71 @@ async fn a_relay_sigkilled_twice_and_restarted_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(15)).await;
     let end = sim.sim_now_ms();
     tokio::time::sleep(Duration::from_secs(5)).await;
+    published += acked(&relay.metrics().await);
     relay.sigterm();
     assert_eq!(relay.wait(Duration::from_secs(30)).await.code(), Some(0));
     assert!(
         !relay.log_lines("resuming").is_empty(),
-        "the restarts resume from the checkpoint:\n{}",
+        "{label}: the restarts resume from the checkpoint:\n{}",
         relay.output()
     );
 
     let historic = [DataSource::Calls, DataSource::Queues, DataSource::Agents];
     let truth = ground_truth(&sim, from.unwrap(), end - 30 * MINUTE, &historic).await;
-    let msgs = support::nats_fetch_all(
-        &nats.url(),
-        "KILL",
-        "telavox.studio.>",
-        1,
-        Duration::from_secs(30),
+    let msgs = broker.read_all(published as usize).await;
+    // Fails on any duplicate event id.
+    let on_broker = on_broker_once(&msgs);
+    eprintln!(
+        "{label}: {} messages on the broker (at least {published} acknowledged), 0 duplicate event ids",
+        msgs.len()
+    );
+    assert_nothing_missing(label, &truth, &on_broker);
+    sim.shutdown().await;
+    relay
+}
+
+/// The file checkpoint; JetStream drops re-published ids by `Nats-Msg-Id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_sigkilled_twice_and_restarted_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    sigkilled_twice_loses_nothing(
+        "SIGKILL chaos (NATS, checkpoint file)",
+        Broker::Nats(support::NatsServer::start()),
+        vec![
+            ("STUDIO_RELAY__RELAY__CHECKPOINT", "file".into()),
+            (
+                "STUDIO_RELAY__RELAY__CHECKPOINT_FILE",
+                dir.path().join("checkpoint.json").display().to_string(),
+            ),
+        ],
     )
     .await;
-    let on_broker = on_broker_once(&msgs);
-    eprintln!("SIGKILL chaos: {} messages on the broker", msgs.len());
-    assert_nothing_missing("SIGKILL chaos", &truth, &on_broker);
-    sim.shutdown().await;
+}
+
+/// The default: the checkpoint in a compacted Kafka topic, no volume. Kafka
+/// has no broker-side dedup, so "once" rests on the restarted relay reading
+/// back the event ids already on the topics before its resume backfill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_relay_sigkilled_twice_resumes_from_the_broker_checkpoint_without_duplicates() {
+    let relay = sigkilled_twice_loses_nothing(
+        "SIGKILL chaos (Kafka, broker checkpoint)",
+        Broker::Kafka(support::KafkaBroker::start()),
+        vec![("STUDIO_RELAY__RELAY__CHECKPOINT_KEY", "chaos-relay".into())],
+    )
+    .await;
+    let resumed = relay.log_lines("resuming");
+    assert!(
+        resumed[0]["checkpoint"]
+            .as_str()
+            .is_some_and(|c| c.contains("\"chaos-relay\" in Kafka topic")),
+        "resumed from the Kafka checkpoint: {resumed:?}"
+    );
+    let seeded = relay.log_lines("event ids already on the broker remembered");
+    let ids = seeded.first().and_then(|l| l["ids"].as_u64()).unwrap_or(0);
+    eprintln!("SIGKILL chaos (Kafka, broker checkpoint): {ids} event ids read back before the resume backfill");
+    assert!(
+        ids > 0,
+        "the restarted relay read back the ids on Kafka:\n{}",
+        relay.output()
+    );
 }

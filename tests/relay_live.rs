@@ -135,6 +135,12 @@ async fn live_events_reach_kafka_exactly_once_in_both_encodings() {
                     format!("{format}.telavox.studio.deadletter"),
                 ),
                 ("STUDIO_RELAY__ENCODING__FORMAT", format.into()),
+                // Two deployments on one broker: each its own checkpoint, or
+                // the second resumes from the first's and backfills.
+                (
+                    "STUDIO_RELAY__RELAY__CHECKPOINT_KEY",
+                    format!("live-{format}"),
+                ),
             ],
             Duration::from_secs(6),
         )

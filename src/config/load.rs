@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use super::{Config, EncodingFormat, SinkKind};
+use super::{CheckpointMode, Config, EncodingFormat, SinkKind};
 use crate::config::Secret;
 
 /// Prefix of environment overrides.
@@ -312,6 +312,7 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "must be above zero",
         ));
     }
+    check_checkpoint(c)?;
     match c.sink.kind {
         SinkKind::Kafka => {
             let k = &c.sink.kafka;
@@ -366,6 +367,62 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             }
         }
         SinkKind::Stdout => {}
+    }
+    Ok(())
+}
+
+/// The restart checkpoint keys: a file only with `checkpoint = "file"` (a
+/// file set but ignored would be a silent misconfiguration), names valid
+/// for both a NATS KV bucket and a Kafka topic, keys valid as NATS KV keys.
+fn check_checkpoint(c: &Config) -> Result<(), ConfigError> {
+    let r = &c.relay;
+    match r.checkpoint {
+        CheckpointMode::File if r.checkpoint_file.trim().is_empty() => {
+            return Err(ConfigError::invalid(
+                "relay.checkpoint_file",
+                "empty, but relay.checkpoint = \"file\" needs a path (on a volume)",
+            ))
+        }
+        CheckpointMode::Broker | CheckpointMode::Off if !r.checkpoint_file.is_empty() => {
+            return Err(ConfigError::invalid(
+                "relay.checkpoint_file",
+                format!(
+                    "set, but relay.checkpoint is {:?}: set relay.checkpoint = \"file\" to use the file, or remove relay.checkpoint_file",
+                    r.checkpoint.as_str()
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let name_ok = !r.checkpoint_store.is_empty()
+        && r.checkpoint_store.len() <= 200
+        && r.checkpoint_store
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+    if !name_ok {
+        return Err(ConfigError::invalid(
+            "relay.checkpoint_store",
+            format!(
+                "{:?} is not a valid NATS KV bucket and Kafka topic name (letters, digits, `-`, `_`)",
+                r.checkpoint_store
+            ),
+        ));
+    }
+    let key_ok = !r.checkpoint_key.is_empty()
+        && r.checkpoint_key.len() <= 200
+        && !r.checkpoint_key.starts_with('.')
+        && !r.checkpoint_key.ends_with('.')
+        && r.checkpoint_key
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch));
+    if !key_ok {
+        return Err(ConfigError::invalid(
+            "relay.checkpoint_key",
+            format!(
+                "{:?} is not a valid checkpoint key (letters, digits, `.`, `-`, `_`; not starting or ending with `.`)",
+                r.checkpoint_key
+            ),
+        ));
     }
     Ok(())
 }
@@ -585,6 +642,50 @@ mod tests {
                 .key(),
             Some("sink.topic_template")
         );
+    }
+
+    #[test]
+    fn checkpoint_keys_are_checked_by_key() {
+        let t = &[("TELAVOX_TOKEN", "x")];
+        let c = load("", t).unwrap();
+        assert_eq!(c.relay.checkpoint, CheckpointMode::Broker);
+        assert_eq!(c.relay.checkpoint_key, "studio-relay");
+        let c = load(
+            "[relay]\ncheckpoint = \"file\"\ncheckpoint_file = \"/tmp/cp.json\"\n",
+            t,
+        )
+        .unwrap();
+        assert_eq!(c.relay.checkpoint, CheckpointMode::File);
+        // A file that would be silently ignored, or missing where needed.
+        for text in [
+            "[relay]\ncheckpoint_file = \"/tmp/cp.json\"\n",
+            "[relay]\ncheckpoint = \"off\"\ncheckpoint_file = \"/tmp/cp.json\"\n",
+            "[relay]\ncheckpoint = \"file\"\n",
+        ] {
+            assert_eq!(
+                load(text, t).unwrap_err().key(),
+                Some("relay.checkpoint_file"),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            load("[relay]\ncheckpoint = \"kv\"\n", t).unwrap_err().key(),
+            Some("relay.checkpoint")
+        );
+        assert_eq!(
+            load("[relay]\ncheckpoint_store = \"a.b\"\n", t)
+                .unwrap_err()
+                .key(),
+            Some("relay.checkpoint_store")
+        );
+        for key in ["", ".x", "a b", "a/b"] {
+            let text = format!("[relay]\ncheckpoint_key = {key:?}\n");
+            assert_eq!(
+                load(&text, t).unwrap_err().key(),
+                Some("relay.checkpoint_key"),
+                "{key:?}"
+            );
+        }
     }
 
     #[test]

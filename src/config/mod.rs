@@ -339,9 +339,23 @@ pub struct RelayConfig {
     /// not publish what the live stream delivered (Kafka has no broker-side
     /// dedup). About 32 bytes each.
     pub recent_ids: usize,
-    /// Restart checkpoint file (on a volume): per tenant, the upstream time up
-    /// to which everything received is on the broker. On start the relay
-    /// backfills from there (needs `gap_backfill`). Empty: no checkpoint.
+    /// Where the restart checkpoint lives: per tenant, the upstream time up to
+    /// which everything received is on the broker; on start the relay
+    /// backfills from there (needs `gap_backfill`). `broker`: in the broker
+    /// itself (a NATS KV bucket or a compacted Kafka topic, both named
+    /// `checkpoint_store`), so a rescheduled pod finds it again; with the
+    /// stdout sink, which has no broker, this means `off`. `file`: in
+    /// `checkpoint_file`. `off`: no checkpoint (a restart backfills nothing).
+    pub checkpoint: CheckpointMode,
+    /// The NATS KV bucket or Kafka topic (`cleanup.policy=compact`) holding
+    /// the checkpoints with `checkpoint = "broker"`; created when missing.
+    /// Letters, digits, `-` and `_`.
+    pub checkpoint_store: String,
+    /// The key of this relay deployment's checkpoint in `checkpoint_store`.
+    /// Two relays sharing a broker must use different keys, or each resumes
+    /// from the other's checkpoint. Letters, digits, `.`, `-` and `_`.
+    pub checkpoint_key: String,
+    /// Restart checkpoint file (on a volume), used with `checkpoint = "file"`.
     pub checkpoint_file: String,
     /// On-disk spool directory (on a volume): messages beyond the in-memory
     /// queue go there while the broker is away, so the sockets keep being
@@ -364,10 +378,37 @@ impl Default for RelayConfig {
             gap_margin: Duration::from_secs(3600),
             gap_recheck_after: Duration::from_secs(300),
             recent_ids: 200_000,
+            checkpoint: CheckpointMode::Broker,
+            checkpoint_store: "studio-relay-checkpoints".into(),
+            checkpoint_key: "studio-relay".into(),
             checkpoint_file: String::new(),
             spool_dir: String::new(),
             spool_max_bytes: 1 << 30,
             spool_fsync: false,
+        }
+    }
+}
+
+/// Where the restart checkpoint is kept (`relay.checkpoint`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointMode {
+    /// In the broker: a NATS KV bucket or a compacted Kafka topic.
+    #[default]
+    Broker,
+    /// In `relay.checkpoint_file`.
+    File,
+    /// No checkpoint.
+    Off,
+}
+
+impl CheckpointMode {
+    /// The value as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointMode::Broker => "broker",
+            CheckpointMode::File => "file",
+            CheckpointMode::Off => "off",
         }
     }
 }

@@ -308,3 +308,142 @@ impl GapBackfilled<'_> {
         }
     }
 }
+
+/// The restart checkpoint is not kept (logged once, at start).
+pub struct CheckpointDisabled {
+    pub reason: &'static str,
+}
+
+impl CheckpointDisabled {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::info!(
+            reason = self.reason,
+            "no restart checkpoint: a restart will not backfill the time it was down"
+        );
+    }
+}
+
+/// The restart checkpoint was read at start.
+pub struct CheckpointLoaded<'a> {
+    pub location: &'a str,
+    /// Per tenant, the upstream time (Unix ms) to resume from.
+    pub tenants: &'a [(&'a str, i64)],
+}
+
+impl CheckpointLoaded<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        if self.tenants.is_empty() {
+            tracing::info!(
+                checkpoint = self.location,
+                "no restart checkpoint yet: starting fresh"
+            );
+        } else {
+            tracing::info!(
+                checkpoint = self.location,
+                tenants = ?self.tenants,
+                "resuming: the time since the checkpoint is backfilled once the sockets connect"
+            );
+        }
+    }
+}
+
+/// The restart checkpoint was written (per tenant; only updates a gauge).
+pub struct CheckpointSaved<'a> {
+    pub tenant: &'a str,
+    pub upstream_ms: i64,
+}
+
+impl CheckpointSaved<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.checkpoint_timestamp
+            .with_label_values(&[self.tenant])
+            .set(self.upstream_ms as f64 / 1000.0);
+    }
+}
+
+/// Writing the restart checkpoint failed; it is tried again at the next
+/// epoch. Logged when the failures start, counted every time.
+pub struct CheckpointSaveFailed<'a> {
+    /// `file`, `nats` or `kafka`.
+    pub store: &'static str,
+    pub error: &'a str,
+    /// The first failure since the last successful save.
+    pub first: bool,
+}
+
+impl CheckpointSaveFailed<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.checkpoint_save_failures
+            .with_label_values(&[self.store])
+            .inc();
+        if self.first {
+            tracing::error!(
+                store = self.store,
+                error = self.error,
+                "cannot write the restart checkpoint; retrying at every epoch (a restart meanwhile backfills from the last one written)"
+            );
+        } else {
+            tracing::debug!(
+                store = self.store,
+                error = self.error,
+                "checkpoint write failed again"
+            );
+        }
+    }
+}
+
+/// The restart checkpoint is written again after failures.
+pub struct CheckpointSaveRecovered<'a> {
+    pub location: &'a str,
+    pub failures: u64,
+}
+
+impl CheckpointSaveRecovered<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::info!(
+            checkpoint = self.location,
+            failures = self.failures,
+            "restart checkpoint written again"
+        );
+    }
+}
+
+/// After a restart, the event ids already on the broker were remembered.
+pub struct RecentIdsSeeded<'a> {
+    pub sink: &'a str,
+    pub ids: usize,
+    pub since_ms: i64,
+    pub elapsed: Duration,
+}
+
+impl RecentIdsSeeded<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::info!(
+            sink = self.sink,
+            ids = self.ids,
+            since_ms = self.since_ms,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "event ids already on the broker remembered: the resume backfill skips them"
+        );
+    }
+}
+
+/// Reading the event ids already on the broker failed or was cut short;
+/// the resume backfill may then publish some records a second time.
+pub struct RecentIdsSeedFailed<'a> {
+    pub sink: &'a str,
+    pub error: &'a str,
+}
+
+impl RecentIdsSeedFailed<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.recent_ids_seed_failures
+            .with_label_values::<&str>(&[])
+            .inc();
+        tracing::warn!(
+            sink = self.sink,
+            error = self.error,
+            "cannot read the event ids already on the broker: the resume backfill may publish duplicates"
+        );
+    }
+}

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub gaps: IntCounterVec,
     pub spool_bytes: IntGauge,
     pub spool_corrupt_records: IntCounterVec,
+    pub checkpoint_save_failures: IntCounterVec,
+    pub checkpoint_timestamp: GaugeVec,
+    pub recent_ids_seed_failures: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub process_start_time: Gauge,
 }
@@ -79,9 +82,11 @@ impl Metrics {
                 "studio_relay_end_to_end_latency_seconds",
                 "Time from a frame's arrival on the socket to the broker's acknowledgement.",
             )
+            // Fine below 10 ms, where a healthy relay is (p99 target 5 ms),
+            // coarse above it, where an outage's backlog lands.
             .buckets(vec![
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
+                0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01,
+                0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
             &["source"],
         )
@@ -213,6 +218,24 @@ impl Metrics {
                 &r,
                 "studio_relay_spool_corrupt_records_total",
                 "Spooled records skipped because they were torn (a crash mid-write) or failed their checksum.",
+                &[],
+            ),
+            checkpoint_save_failures: counter(
+                &r,
+                "studio_relay_checkpoint_save_failures_total",
+                "Failed writes of the restart checkpoint, by store (file, nats, kafka); retried at the next epoch.",
+                &["store"],
+            ),
+            checkpoint_timestamp: float_gauge_vec(
+                &r,
+                "studio_relay_checkpoint_timestamp_seconds",
+                "Upstream time (Unix seconds) of the last restart checkpoint written: a restart backfills from here.",
+                &["tenant"],
+            ),
+            recent_ids_seed_failures: counter(
+                &r,
+                "studio_relay_recent_ids_seed_failures_total",
+                "Failed or cut-short reads of the event ids already on the broker after a restart (the resume backfill may then publish duplicates).",
                 &[],
             ),
             gaps: counter(

@@ -21,12 +21,14 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::checkpoint::ClockMark;
 use super::{Intake, MessageBuilder, Outgoing, RecentIds};
 use crate::config::Config;
 use crate::model::{DataSource, Origin};
 use crate::ops::internal_events::{GapBackfilled, GapDetected};
 use crate::ops::Metrics;
 use crate::replay::{replay_window, Counters, WindowOutcome};
+use crate::sink::Sink;
 use crate::upstream::historic::{GraphqlClient, OverviewFilter, RetryPolicy};
 use crate::upstream::live::SocketEvent;
 
@@ -36,14 +38,15 @@ const PAGE_SIZE: u32 = 500;
 /// before closing the gap with what is known.
 const SETTLE_MAX: Duration = Duration::from_secs(30);
 
-/// Newest record time (epoch ms) seen per tenant: the upstream's "now";
-/// and the gaps not yet backfilled, which hold the restart checkpoint back.
+/// Newest record time (epoch ms) seen per tenant: the upstream's "now",
+/// with the relay's wall clock when it got there; and the gaps not yet
+/// backfilled, which hold the restart checkpoint back.
 #[derive(Debug, Default)]
 pub struct UpstreamClock {
-    now: Mutex<HashMap<Arc<str>, i64>>,
+    now: Mutex<HashMap<Arc<str>, ClockMark>>,
     /// Open gaps by id: (tenant, start). Several may be open for one socket
     /// (a second drop while the first gap is still being filled).
-    holds: Mutex<HashMap<u64, (Arc<str>, i64)>>,
+    holds: Mutex<HashMap<u64, (Arc<str>, ClockMark)>>,
     next_hold: std::sync::atomic::AtomicU64,
 }
 
@@ -54,17 +57,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl UpstreamClock {
     pub fn observe(&self, tenant: &Arc<str>, at_ms: i64) {
         let mut g = lock(&self.now);
-        let e = g.entry(tenant.clone()).or_insert(at_ms);
-        *e = (*e).max(at_ms);
+        match g.get_mut(tenant) {
+            Some(e) if e.upstream_ms >= at_ms => {}
+            // The wall clock is read only when the upstream clock moves on.
+            Some(e) => *e = ClockMark::now(at_ms),
+            None => {
+                g.insert(tenant.clone(), ClockMark::now(at_ms));
+            }
+        }
     }
 
     pub fn now(&self, tenant: &str) -> Option<i64> {
+        self.mark(tenant).map(|m| m.upstream_ms)
+    }
+
+    /// The upstream "now" and when the relay saw it.
+    pub fn mark(&self, tenant: &str) -> Option<ClockMark> {
         lock(&self.now).get(tenant).copied()
     }
 
     /// A gap from `from` is open: checkpoints stay at or before it until
     /// [`UpstreamClock::release`] of the returned id.
-    pub fn hold(&self, tenant: &Arc<str>, from: i64) -> u64 {
+    pub fn hold(&self, tenant: &Arc<str>, from: ClockMark) -> u64 {
         let id = self
             .next_hold
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -78,7 +92,7 @@ impl UpstreamClock {
 
     /// Per tenant, the time a restart checkpoint may claim: the clock, but
     /// never past the start of a gap still being filled.
-    pub fn snapshot(&self) -> Vec<(Arc<str>, i64)> {
+    pub fn snapshot(&self) -> Vec<(Arc<str>, ClockMark)> {
         let holds = lock(&self.holds);
         lock(&self.now)
             .iter()
@@ -87,9 +101,11 @@ impl UpstreamClock {
                     .values()
                     .filter(|(ht, _)| ht == t)
                     .map(|(_, from)| *from)
-                    .min()
-                    .unwrap_or(i64::MAX);
-                (t.clone(), (*now).min(held))
+                    .min_by_key(|m| m.upstream_ms);
+                match held {
+                    Some(h) if h.upstream_ms < now.upstream_ms => (t.clone(), h),
+                    _ => (t.clone(), *now),
+                }
             })
             .collect()
     }
@@ -108,7 +124,36 @@ pub struct BackfillDeps {
     pub stop: CancellationToken,
     /// Per tenant, the restart checkpoint: everything since is treated as a
     /// gap of every socket, filled once the socket first connects.
-    pub resume_from: HashMap<String, i64>,
+    pub resume_from: HashMap<String, ClockMark>,
+    /// After a restart: where to read the event ids already published, so
+    /// the resume backfill does not publish them again. Done before any gap
+    /// is filled.
+    pub seed: Option<SeedFrom>,
+}
+
+/// The broker to seed [`RecentIds`] from after a restart.
+pub struct SeedFrom {
+    pub sink: Arc<dyn Sink>,
+    /// The topics / subjects backfill publishes records to.
+    pub destinations: Vec<String>,
+}
+
+/// How long reading the ids already on the broker may take at start.
+const SEED_TIMEOUT: Duration = Duration::from_secs(60);
+/// Extra broker time read before the resume window: the broker stamps
+/// messages with its own clock (or the previous relay process's), which
+/// may be a little off the relay's.
+const SEED_CLOCK_SLACK: Duration = Duration::from_secs(120);
+
+/// Broker time (Unix ms) from which a resume backfill from `resume_from`
+/// may meet records already published: a record of upstream time `t` at or
+/// after `checkpoint - margin` reached the broker no earlier than the relay
+/// saw the upstream clock at `t`, which is at most `margin` before it saw
+/// the checkpoint (the upstream clock runs no slower than the wall clock).
+/// None when there is nothing to resume.
+pub fn seed_since(resume_from: &HashMap<String, ClockMark>, margin: Duration) -> Option<i64> {
+    let earliest = resume_from.values().map(|m| m.seen_at_ms).min()?;
+    Some(earliest - margin.as_millis() as i64 - SEED_CLOCK_SLACK.as_millis() as i64)
 }
 
 /// Everything a gap task needs, shared.
@@ -141,6 +186,21 @@ pub async fn run(
             }
         }
     }
+    // Before any gap is filled (socket events wait in their channel).
+    if let (Some(seed), Some(since)) = (
+        &deps.seed,
+        seed_since(&deps.resume_from, config.relay.gap_margin),
+    ) {
+        super::recent_ids::seed_from_broker(
+            &deps.recent,
+            seed.sink.as_ref(),
+            &seed.destinations,
+            since,
+            SEED_TIMEOUT,
+            &deps.metrics,
+        )
+        .await;
+    }
     let shared = Arc::new(Shared {
         clients,
         deps,
@@ -156,7 +216,7 @@ pub async fn run(
             for &source in &config.upstream.sources {
                 let tenant: Arc<str> = Arc::from(t.name.as_str());
                 let hold = shared.deps.clock.hold(&tenant, from);
-                down_since.insert((tenant, source), Some((from, hold)));
+                down_since.insert((tenant, source), Some((from.upstream_ms, hold)));
             }
         }
     }
@@ -170,8 +230,12 @@ pub async fn run(
             } => {
                 // Only the first failure after being up opens a gap.
                 if let Some(slot @ None) = down_since.get_mut(&(tenant.clone(), source)) {
-                    let from = shared.deps.clock.now(&tenant).unwrap_or(at_ms);
-                    *slot = Some((from, shared.deps.clock.hold(&tenant, from)));
+                    let from = shared
+                        .deps
+                        .clock
+                        .mark(&tenant)
+                        .unwrap_or_else(|| ClockMark::now(at_ms));
+                    *slot = Some((from.upstream_ms, shared.deps.clock.hold(&tenant, from)));
                 }
             }
             SocketEvent::Connected { tenant, source, .. } => {
@@ -300,23 +364,62 @@ async fn backfill_once(
 mod tests {
     use super::*;
 
+    fn mark(upstream_ms: i64) -> ClockMark {
+        ClockMark {
+            upstream_ms,
+            seen_at_ms: upstream_ms * 10,
+        }
+    }
+
     #[test]
     fn checkpoints_never_pass_an_open_gap() {
         let clock = UpstreamClock::default();
         let t: Arc<str> = Arc::from("acme");
         clock.observe(&t, 100);
-        assert_eq!(clock.snapshot(), vec![(t.clone(), 100)]);
-        let first = clock.hold(&t, 50);
-        let second = clock.hold(&t, 70);
+        let up = |c: &UpstreamClock| -> Vec<(Arc<str>, i64)> {
+            c.snapshot()
+                .into_iter()
+                .map(|(t, m)| (t, m.upstream_ms))
+                .collect()
+        };
+        assert_eq!(up(&clock), vec![(t.clone(), 100)]);
+        let first = clock.hold(&t, mark(50));
+        let second = clock.hold(&t, mark(70));
         clock.observe(&t, 120);
-        assert_eq!(clock.snapshot(), vec![(t.clone(), 50)]);
+        // A held checkpoint carries the wall time of the gap's start.
+        assert_eq!(clock.snapshot(), vec![(t.clone(), mark(50))]);
         clock.release(first);
-        assert_eq!(clock.snapshot(), vec![(t.clone(), 70)]);
+        assert_eq!(up(&clock), vec![(t.clone(), 70)]);
         clock.release(second);
-        assert_eq!(clock.snapshot(), vec![(t.clone(), 120)]);
+        assert_eq!(up(&clock), vec![(t.clone(), 120)]);
         // Another tenant's gap holds only that tenant back.
         let other: Arc<str> = Arc::from("other");
-        clock.hold(&other, 1);
-        assert_eq!(clock.snapshot(), vec![(t, 120)]);
+        clock.hold(&other, mark(1));
+        assert_eq!(up(&clock), vec![(t, 120)]);
+    }
+
+    #[test]
+    fn the_wall_clock_mark_moves_only_with_the_upstream_clock() {
+        let clock = UpstreamClock::default();
+        let t: Arc<str> = Arc::from("acme");
+        clock.observe(&t, 100);
+        let first = clock.mark("acme").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        clock.observe(&t, 90);
+        clock.observe(&t, 100);
+        assert_eq!(clock.mark("acme").unwrap(), first);
+        clock.observe(&t, 101);
+        assert!(clock.mark("acme").unwrap().seen_at_ms > first.seen_at_ms);
+    }
+
+    #[test]
+    fn seeding_starts_a_margin_and_some_slack_before_the_earliest_checkpoint() {
+        let resume = HashMap::from([("a".to_string(), mark(100)), ("b".to_string(), mark(50))]);
+        let slack = SEED_CLOCK_SLACK.as_millis() as i64;
+        assert_eq!(
+            seed_since(&resume, Duration::from_millis(30)),
+            Some(500 - 30 - slack)
+        );
+        assert_eq!(seed_since(&HashMap::new(), Duration::ZERO), None);
     }
 }

@@ -2,36 +2,162 @@
 //! record the relay received has been acknowledged by the broker (or
 //! dead-lettered). On start, the relay treats the time since the checkpoint
 //! as a gap of every socket and backfills it (see `backfill.rs`), so a crash,
-//! a SIGKILL or an eviction loses nothing that GraphQL still has.
+//! a SIGKILL or an eviction loses nothing that GraphQL still has. One
+//! checkpoint per tenant covers all its sources: each source's resume gap
+//! starts there (the earliest any of them may need).
 //!
 //! How the time is known to be safe: the processor groups live messages into
 //! epochs of a few seconds, each with a [`BatchTracker`]. When an epoch
 //! closes it carries the upstream clock at that moment; the writer waits for
 //! the epochs in order, and only once an epoch and all before it are settled
-//! does its clock become the checkpoint. The file is replaced atomically
-//! (write, fsync, rename).
+//! does its clock become the checkpoint.
+//!
+//! Where it is kept ([`CheckpointStore`], `relay.checkpoint`): by default in
+//! the broker itself, a NATS KV bucket or a compacted Kafka topic under
+//! `relay.checkpoint_key`, so a pod rescheduled onto another node finds it
+//! again; or in a file, replaced atomically (write, fsync, rename). The value
+//! is the same JSON document in both:
+//! `{"tenants": {"<name>": <upstream ms>}, "seen_at": {"<name>": <relay ms>}}`.
+//! `seen_at` is the relay's wall clock when the upstream clock was there: the
+//! broker stamps messages with wall-clock time, so after a restart it says
+//! where on the broker to look for what was already published (see
+//! [`crate::relay::recent_ids::seed_from_broker`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::BatchTracker;
+use crate::config::{CheckpointMode, Config};
+use crate::ops::internal_events::{
+    CheckpointDisabled, CheckpointSaveFailed, CheckpointSaveRecovered, CheckpointSaved,
+};
+use crate::ops::Metrics;
+use crate::sink::{Sink, SinkError, SinkErrorKind, StateStore};
+
+/// A point of the upstream clock, and when (relay wall clock, Unix ms) the
+/// relay saw the upstream reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockMark {
+    /// Upstream time (newest record time seen), Unix ms.
+    pub upstream_ms: i64,
+    /// The relay's wall clock when it saw that, Unix ms.
+    pub seen_at_ms: i64,
+}
+
+impl ClockMark {
+    /// A mark seen now.
+    pub fn now(upstream_ms: i64) -> ClockMark {
+        ClockMark {
+            upstream_ms,
+            seen_at_ms: wall_ms(),
+        }
+    }
+}
+
+/// The relay's wall clock, Unix ms.
+pub fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Per tenant, the checkpoint.
+pub type CheckpointState = BTreeMap<String, ClockMark>;
 
 /// One closed epoch: settled when `tracker` is; then `clocks` hold.
 pub struct Epoch {
     pub tracker: Arc<BatchTracker>,
-    pub clocks: Vec<(Arc<str>, i64)>,
+    pub clocks: Vec<(Arc<str>, ClockMark)>,
 }
 
+/// What kind of failure: decides whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointErrorKind {
+    /// Broker unreachable, timeout, disk full: try again.
+    Unavailable,
+    /// A value is there but is not a checkpoint.
+    Corrupt,
+    /// Not allowed, or set up wrongly: a human has to act.
+    Config,
+}
+
+/// A checkpoint that could not be loaded or saved, naming where it lives
+/// (the config key and, for the broker, the bucket or topic).
 #[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("relay.checkpoint_file {path}: {message}")]
-    Io { path: PathBuf, message: String },
+#[error("{location}: {message}")]
+pub struct CheckpointError {
+    pub kind: CheckpointErrorKind,
+    /// `relay.checkpoint_file /path` or
+    /// `relay.checkpoint_key "k" in NATS KV bucket b`.
+    pub location: String,
+    pub message: String,
 }
 
-/// The checkpoint file: `{"tenants": {"<name>": <epoch ms>}}`.
+impl CheckpointError {
+    pub fn is_retryable(&self) -> bool {
+        self.kind == CheckpointErrorKind::Unavailable
+    }
+
+    fn from_sink(location: String, e: SinkError) -> Self {
+        CheckpointError {
+            kind: match e.kind {
+                SinkErrorKind::Unavailable => CheckpointErrorKind::Unavailable,
+                SinkErrorKind::Rejected | SinkErrorKind::Config => CheckpointErrorKind::Config,
+            },
+            location,
+            message: e.message,
+        }
+    }
+}
+
+/// The stored document (see the module docs).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Document {
+    tenants: BTreeMap<String, i64>,
+    /// Absent in checkpoints written before it existed: the upstream time
+    /// stands in (the same clock in production).
+    #[serde(default)]
+    seen_at: BTreeMap<String, i64>,
+}
+
+/// The checkpoint as stored.
+pub fn encode(state: &CheckpointState) -> Vec<u8> {
+    let doc = Document {
+        tenants: state
+            .iter()
+            .map(|(t, m)| (t.clone(), m.upstream_ms))
+            .collect(),
+        seen_at: state
+            .iter()
+            .map(|(t, m)| (t.clone(), m.seen_at_ms))
+            .collect(),
+    };
+    serde_json::to_vec(&doc).unwrap_or_default()
+}
+
+/// A stored checkpoint; the error says what is wrong with it.
+pub fn decode(bytes: &[u8]) -> Result<CheckpointState, String> {
+    let doc: Document =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a checkpoint: {e}"))?;
+    Ok(doc
+        .tenants
+        .into_iter()
+        .map(|(t, upstream_ms)| {
+            let seen_at_ms = doc.seen_at.get(&t).copied().unwrap_or(upstream_ms);
+            (
+                t,
+                ClockMark {
+                    upstream_ms,
+                    seen_at_ms,
+                },
+            )
+        })
+        .collect())
+}
+
+/// The checkpoint file.
 #[derive(Debug, Clone)]
 pub struct CheckpointFile {
     path: PathBuf,
@@ -42,72 +168,243 @@ impl CheckpointFile {
         CheckpointFile { path: path.into() }
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> CheckpointError {
-        CheckpointError::Io {
-            path: self.path.clone(),
+    fn location(&self) -> String {
+        format!("relay.checkpoint_file {}", self.path.display())
+    }
+
+    fn err(&self, kind: CheckpointErrorKind, e: impl std::fmt::Display) -> CheckpointError {
+        CheckpointError {
+            kind,
+            location: self.location(),
             message: e.to_string(),
         }
     }
 
     /// The stored times; empty when the file does not exist yet.
-    pub fn load(&self) -> Result<BTreeMap<String, i64>, CheckpointError> {
-        let text = match std::fs::read_to_string(&self.path) {
+    pub fn load(&self) -> Result<CheckpointState, CheckpointError> {
+        let bytes = match std::fs::read(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(e) => return Err(self.err(e)),
+            Err(e) => return Err(self.err(CheckpointErrorKind::Unavailable, e)),
         };
-        #[derive(serde::Deserialize)]
-        struct File {
-            tenants: BTreeMap<String, i64>,
-        }
-        serde_json::from_str::<File>(&text)
-            .map(|f| f.tenants)
-            .map_err(|e| self.err(format!("not a checkpoint file: {e}")))
+        decode(&bytes).map_err(|e| self.err(CheckpointErrorKind::Corrupt, e))
     }
 
     /// Replaces the file atomically.
-    pub fn save(&self, tenants: &BTreeMap<String, i64>) -> Result<(), CheckpointError> {
+    pub fn save(&self, state: &CheckpointState) -> Result<(), CheckpointError> {
         use std::io::Write;
+        let io = |e| self.err(CheckpointErrorKind::Unavailable, e);
         let tmp = self.path.with_extension("tmp");
-        let body = serde_json::json!({ "tenants": tenants }).to_string();
-        let mut f = std::fs::File::create(&tmp).map_err(|e| self.err(e))?;
-        f.write_all(body.as_bytes()).map_err(|e| self.err(e))?;
-        f.sync_all().map_err(|e| self.err(e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.err(e))
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&encode(state)).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)
+    }
+}
+
+/// Where the checkpoint lives: a file, or a key in the broker's state store.
+#[derive(Clone)]
+pub enum CheckpointStore {
+    File(CheckpointFile),
+    Broker {
+        store: Arc<dyn StateStore>,
+        key: String,
+    },
+}
+
+impl std::fmt::Debug for CheckpointStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.location())
+    }
+}
+
+/// Attempts of a load that fails with a retryable error, at start-up.
+const LOAD_ATTEMPTS: u32 = 3;
+
+impl CheckpointStore {
+    /// Where, for logs and errors; names the config key.
+    pub fn location(&self) -> String {
+        match self {
+            CheckpointStore::File(f) => f.location(),
+            CheckpointStore::Broker { store, key } => {
+                format!("relay.checkpoint_key {key:?} in {}", store.describe())
+            }
+        }
+    }
+
+    /// Low-cardinality backend name for metric labels.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            CheckpointStore::File(_) => "file",
+            CheckpointStore::Broker { store, .. } => store.backend(),
+        }
+    }
+
+    /// The stored checkpoint (empty when there is none yet). A retryable
+    /// failure is tried again a few times: a broker that is just starting
+    /// should not fail the relay's start-up.
+    pub async fn load(&self) -> Result<CheckpointState, CheckpointError> {
+        let mut attempt = 1;
+        loop {
+            match self.load_once().await {
+                Err(e) if e.is_retryable() && attempt < LOAD_ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "cannot load the restart checkpoint; trying again");
+                    tokio::time::sleep(Duration::from_secs(attempt as u64)).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn load_once(&self) -> Result<CheckpointState, CheckpointError> {
+        match self {
+            CheckpointStore::File(f) => {
+                let f = f.clone();
+                tokio::task::spawn_blocking(move || f.load())
+                    .await
+                    .map_err(|e| CheckpointError {
+                        kind: CheckpointErrorKind::Unavailable,
+                        location: self.location(),
+                        message: e.to_string(),
+                    })?
+            }
+            CheckpointStore::Broker { store, key } => match store.get(key).await {
+                Ok(None) => Ok(BTreeMap::new()),
+                Ok(Some(bytes)) => decode(&bytes).map_err(|message| CheckpointError {
+                    kind: CheckpointErrorKind::Corrupt,
+                    location: self.location(),
+                    message,
+                }),
+                Err(e) => Err(CheckpointError::from_sink(self.location(), e)),
+            },
+        }
+    }
+
+    /// Stores `state`, replacing what was there.
+    pub async fn save(&self, state: &CheckpointState) -> Result<(), CheckpointError> {
+        match self {
+            CheckpointStore::File(f) => {
+                let (f, state) = (f.clone(), state.clone());
+                tokio::task::spawn_blocking(move || f.save(&state))
+                    .await
+                    .map_err(|e| CheckpointError {
+                        kind: CheckpointErrorKind::Unavailable,
+                        location: self.location(),
+                        message: e.to_string(),
+                    })?
+            }
+            CheckpointStore::Broker { store, key } => store
+                .put(key, encode(state).into())
+                .await
+                .map_err(|e| CheckpointError::from_sink(self.location(), e)),
+        }
+    }
+}
+
+/// The configured checkpoint store, opened (the bucket or topic created
+/// when missing); None when there is to be no checkpoint.
+pub async fn open(
+    config: &Config,
+    sink: &dyn Sink,
+    metrics: &Metrics,
+) -> Result<Option<CheckpointStore>, CheckpointError> {
+    let r = &config.relay;
+    if r.checkpoint != CheckpointMode::Off && !r.gap_backfill {
+        CheckpointDisabled {
+            reason: "relay.gap_backfill is off, so nothing would resume from a checkpoint",
+        }
+        .emit(metrics);
+        return Ok(None);
+    }
+    match r.checkpoint {
+        CheckpointMode::Off => Ok(None),
+        CheckpointMode::File => Ok(Some(CheckpointStore::File(CheckpointFile::new(
+            &r.checkpoint_file,
+        )))),
+        CheckpointMode::Broker => match sink.state_store(&r.checkpoint_store).await {
+            Ok(Some(store)) => Ok(Some(CheckpointStore::Broker {
+                store,
+                key: r.checkpoint_key.clone(),
+            })),
+            Ok(None) => {
+                CheckpointDisabled {
+                    reason: "relay.checkpoint is \"broker\", but this sink has no broker to keep it in (stdout, or core NATS without JetStream)",
+                }
+                .emit(metrics);
+                Ok(None)
+            }
+            Err(e) => Err(CheckpointError::from_sink(
+                format!("relay.checkpoint_store {:?}", r.checkpoint_store),
+                e,
+            )),
+        },
     }
 }
 
 /// Writes the checkpoint as epochs settle, in order, until the epochs end
 /// or `stop` (after the drain: an epoch still unsettled then — its messages
-/// left in the spool — must not move the checkpoint).
+/// left in the spool — must not move the checkpoint). A failed save is
+/// logged and counted, never fatal, and tried again at the next epoch.
 pub async fn run_writer(
-    file: CheckpointFile,
-    mut state: BTreeMap<String, i64>,
+    store: CheckpointStore,
+    mut state: CheckpointState,
     mut epochs: mpsc::UnboundedReceiver<Epoch>,
     stop: tokio_util::sync::CancellationToken,
+    metrics: Arc<Metrics>,
 ) {
+    let location = store.location();
+    let mut unsaved = false;
+    let mut failures: u64 = 0;
     while let Some(epoch) = epochs.recv().await {
         tokio::select! {
+            // Settled epochs are written even when the stop came meanwhile.
+            biased;
             _ = epoch.tracker.wait() => {}
             _ = stop.cancelled() => return,
         }
-        let mut changed = false;
         for (tenant, at) in epoch.clocks {
-            let e = state.entry(tenant.to_string()).or_insert(i64::MIN);
-            if at > *e {
+            let e = state.entry(tenant.to_string()).or_insert(ClockMark {
+                upstream_ms: i64::MIN,
+                seen_at_ms: i64::MIN,
+            });
+            if at.upstream_ms > e.upstream_ms {
                 *e = at;
-                changed = true;
+                unsaved = true;
             }
         }
-        if changed {
-            continue_or_log(file.save(&state));
+        if !unsaved {
+            continue;
         }
-    }
-}
-
-fn continue_or_log(r: Result<(), CheckpointError>) {
-    if let Err(e) = r {
-        tracing::error!(error = %e, "cannot write the restart checkpoint; a restart will not know what it missed");
+        match store.save(&state).await {
+            Ok(()) => {
+                unsaved = false;
+                if failures > 0 {
+                    CheckpointSaveRecovered {
+                        location: &location,
+                        failures,
+                    }
+                    .emit(&metrics);
+                    failures = 0;
+                }
+                for (tenant, at) in &state {
+                    CheckpointSaved {
+                        tenant,
+                        upstream_ms: at.upstream_ms,
+                    }
+                    .emit(&metrics);
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                CheckpointSaveFailed {
+                    store: store.backend(),
+                    error: &e.to_string(),
+                    first: failures == 1,
+                }
+                .emit(&metrics);
+            }
+        }
     }
 }
 
@@ -115,20 +412,41 @@ fn continue_or_log(r: Result<(), CheckpointError>) {
 mod tests {
     use super::*;
 
+    fn mark(upstream_ms: i64) -> ClockMark {
+        ClockMark {
+            upstream_ms,
+            seen_at_ms: upstream_ms + 7,
+        }
+    }
+
     #[test]
     fn survives_a_round_trip_and_a_missing_file_is_empty() {
         let dir = tempfile::tempdir().unwrap();
         let f = CheckpointFile::new(dir.path().join("cp.json"));
         assert!(f.load().unwrap().is_empty());
-        let state = BTreeMap::from([("acme".to_string(), 1_779_100_000_000)]);
+        let state = BTreeMap::from([("acme".to_string(), mark(1_779_100_000_000))]);
         f.save(&state).unwrap();
         assert_eq!(f.load().unwrap(), state);
         std::fs::write(dir.path().join("cp.json"), "garbage").unwrap();
-        assert!(f
-            .load()
-            .unwrap_err()
-            .to_string()
-            .contains("checkpoint_file"));
+        let e = f.load().unwrap_err();
+        assert!(e.to_string().contains("checkpoint_file"), "{e}");
+        assert_eq!(e.kind, CheckpointErrorKind::Corrupt);
+        assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn a_checkpoint_without_seen_at_uses_the_upstream_time() {
+        let old = br#"{"tenants": {"acme": 1000}}"#;
+        assert_eq!(
+            decode(old).unwrap()["acme"],
+            ClockMark {
+                upstream_ms: 1000,
+                seen_at_ms: 1000
+            }
+        );
+        let state = BTreeMap::from([("acme".to_string(), mark(5)), ("b".into(), mark(9))]);
+        assert_eq!(decode(&encode(&state)).unwrap(), state);
+        assert!(decode(b"{}").is_err());
     }
 
     #[tokio::test]
@@ -137,22 +455,23 @@ mod tests {
         let f = CheckpointFile::new(dir.path().join("cp.json"));
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = tokio::spawn(run_writer(
-            f.clone(),
+            CheckpointStore::File(f.clone()),
             BTreeMap::new(),
             rx,
             tokio_util::sync::CancellationToken::new(),
+            Arc::new(Metrics::new()),
         ));
         let t: Arc<str> = Arc::from("acme");
         let first = BatchTracker::new();
         first.add(1);
         tx.send(Epoch {
             tracker: first.clone(),
-            clocks: vec![(t.clone(), 100)],
+            clocks: vec![(t.clone(), mark(100))],
         })
         .unwrap();
         tx.send(Epoch {
             tracker: BatchTracker::new(),
-            clocks: vec![(t.clone(), 200)],
+            clocks: vec![(t.clone(), mark(200))],
         })
         .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -163,6 +482,56 @@ mod tests {
         first.settle(false);
         drop(tx);
         writer.await.unwrap();
-        assert_eq!(f.load().unwrap()["acme"], 200);
+        assert_eq!(f.load().unwrap()["acme"], mark(200));
+    }
+
+    #[tokio::test]
+    async fn a_failed_save_is_counted_and_retried_at_the_next_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        // The directory does not exist yet: saving fails.
+        let f = CheckpointFile::new(dir.path().join("later").join("cp.json"));
+        let metrics = Arc::new(Metrics::new());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(run_writer(
+            CheckpointStore::File(f.clone()),
+            BTreeMap::new(),
+            rx,
+            tokio_util::sync::CancellationToken::new(),
+            metrics.clone(),
+        ));
+        let t: Arc<str> = Arc::from("acme");
+        let settled = || BatchTracker::new();
+        tx.send(Epoch {
+            tracker: settled(),
+            clocks: vec![(t.clone(), mark(100))],
+        })
+        .unwrap();
+        let failures = || {
+            metrics
+                .render()
+                .lines()
+                .find(|l| l.starts_with("studio_relay_checkpoint_save_failures_total{"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while failures() < 1.0 {
+            assert!(std::time::Instant::now() < deadline, "no failure counted");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        std::fs::create_dir(dir.path().join("later")).unwrap();
+        // The next epoch brings nothing newer, yet the unsaved state is saved.
+        tx.send(Epoch {
+            tracker: settled(),
+            clocks: vec![(t.clone(), mark(50))],
+        })
+        .unwrap();
+        drop(tx);
+        writer.await.unwrap();
+        assert_eq!(f.load().unwrap()["acme"], mark(100));
+        assert_eq!(failures(), 1.0);
+        assert!(metrics
+            .render()
+            .contains("studio_relay_checkpoint_timestamp_seconds{tenant=\"acme\"} 0.1"));
     }
 }

@@ -30,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::model::{self, Envelope, Origin};
-use crate::ops::internal_events::{EventDeadLettered, SinkHealthChanged, UnknownFieldsKept};
+use crate::ops::internal_events::{
+    CheckpointLoaded, EventDeadLettered, SinkHealthChanged, UnknownFieldsKept,
+};
 use crate::ops::{Health, Metrics};
 use crate::sink::{Sink, SinkError};
 use crate::upstream::live::{FramePayload, LiveFrame, LiveSocket};
@@ -181,23 +183,43 @@ pub async fn start_with_sink(
     };
     let clock = Arc::new(UpstreamClock::default());
     let socket_shutdown = shutdown.child_token();
-    // Restart checkpoint: load it (a broken file stops start-up, it names
-    // the key), resume from it, and keep it current as epochs settle.
-    let (epoch_tx, checkpoint_task, resume_from) = if config.relay.checkpoint_file.is_empty() {
-        (None, None, Default::default())
-    } else {
-        let file = checkpoint::CheckpointFile::new(&config.relay.checkpoint_file);
-        let state = file.load()?;
-        if !state.is_empty() {
-            tracing::info!(checkpoint = ?state, "resuming: the time since the checkpoint is backfilled once the sockets connect");
-        }
-        let resume: std::collections::HashMap<String, i64> =
-            state.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(checkpoint::run_writer(file, state, rx, stop.clone()));
-        (Some(tx), Some((task, stop)), resume)
-    };
+    // Restart checkpoint: open its store (a broker bucket / topic, or a
+    // file), load it (a failure stops start-up, naming the key), resume from
+    // it, and keep it current as epochs settle.
+    let (epoch_tx, checkpoint_task, resume_from) =
+        match checkpoint::open(&config, sink.as_ref(), &metrics).await? {
+            None => (None, None, Default::default()),
+            Some(store) => {
+                let state = store.load().await?;
+                let tenants: Vec<(&str, i64)> = state
+                    .iter()
+                    .map(|(t, m)| (t.as_str(), m.upstream_ms))
+                    .collect();
+                CheckpointLoaded {
+                    location: &store.location(),
+                    tenants: &tenants,
+                }
+                .emit(&metrics);
+                let resume: std::collections::HashMap<String, checkpoint::ClockMark> =
+                    state.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                let (tx, rx) = mpsc::unbounded_channel();
+                let stop = CancellationToken::new();
+                let task = tokio::spawn(checkpoint::run_writer(
+                    store,
+                    state,
+                    rx,
+                    stop.clone(),
+                    metrics.clone(),
+                ));
+                (Some(tx), Some((task, stop)), resume)
+            }
+        };
+    // After a restart, the resume backfill first learns which of its records
+    // are on the broker already (Kafka has no dedup of its own).
+    let seed = (!resume_from.is_empty()).then(|| backfill::SeedFrom {
+        sink: sink.clone(),
+        destinations: backfill_destinations(&config, &builder),
+    });
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let gap_task = if config.relay.gap_backfill {
         let deps = backfill::BackfillDeps {
@@ -208,6 +230,7 @@ pub async fn start_with_sink(
             tx: intake.clone(),
             stop: socket_shutdown.clone(),
             resume_from,
+            seed,
         };
         let config = config.clone();
         Some(tokio::spawn(async move {
@@ -313,6 +336,26 @@ pub async fn start_with_sink(
 /// Runs until `shutdown`, then drains. The relay's main entry point.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<RelaySummary, RelayError> {
     start(config, shutdown).await?.wait().await
+}
+
+/// The topics / subjects gap backfill publishes records to (sources with a
+/// historic layer).
+fn backfill_destinations(config: &Config, builder: &MessageBuilder) -> Vec<String> {
+    let mut out: Vec<String> = config
+        .tenants
+        .iter()
+        .flat_map(|t| {
+            config
+                .upstream
+                .sources
+                .iter()
+                .filter(|s| s.graphql_root().is_some())
+                .map(|&s| builder.destination(s, &t.name))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Checks the broker every few seconds so readiness reflects broker health.

@@ -3,9 +3,18 @@
 //! the relay both ways, in either order, is published once. JetStream would
 //! drop such a duplicate by `Nats-Msg-Id`; Kafka has no broker-side dedup, so
 //! without this every reconnect would feed consumers duplicates.
+//!
+//! The memory starts empty in a new process, yet a restart's resume backfill
+//! covers time already published; so before it runs, the set is seeded from
+//! the broker itself ([`seed_from_broker`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::ops::internal_events::{RecentIdsSeedFailed, RecentIdsSeeded};
+use crate::ops::Metrics;
+use crate::sink::Sink;
 
 /// Insertion-ordered set of at most `capacity` ids; the oldest is forgotten
 /// first. Ids are the 128-bit event ids (32 hex chars), stored as `u128`.
@@ -84,6 +93,60 @@ impl RecentIds {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many ids it remembers at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// Remembers the event ids already on the broker in `destinations` since
+/// `since_ms` (broker time), at most [`RecentIds::capacity`] of them (the
+/// newest), reading for at most `timeout`. A failure is logged and counted,
+/// never fatal: the backfill then may publish duplicates, but loses nothing.
+pub async fn seed_from_broker(
+    recent: &RecentIds,
+    sink: &dyn Sink,
+    destinations: &[String],
+    since_ms: i64,
+    timeout: Duration,
+    metrics: &Metrics,
+) {
+    if recent.capacity() == 0 || destinations.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    match sink
+        .recent_event_ids(destinations, since_ms, recent.capacity(), timeout)
+        .await
+    {
+        Ok(scan) => {
+            for id in &scan.ids {
+                recent.insert(id);
+            }
+            RecentIdsSeeded {
+                sink: sink.name(),
+                ids: scan.ids.len(),
+                since_ms,
+                elapsed: started.elapsed(),
+            }
+            .emit(metrics);
+            if !scan.complete {
+                RecentIdsSeedFailed {
+                    sink: sink.name(),
+                    error: &format!(
+                        "not read to the end within {timeout:?}; the ids read so far are used"
+                    ),
+                }
+                .emit(metrics);
+            }
+        }
+        Err(e) => RecentIdsSeedFailed {
+            sink: sink.name(),
+            error: &e.to_string(),
+        }
+        .emit(metrics),
     }
 }
 

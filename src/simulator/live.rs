@@ -5,6 +5,9 @@
 //! The driver keeps only a heap of pending `(time, journey index, event)`
 //! references plus a capped cache of journeys in flight; a journey evicted
 //! from (or never admitted to) the cache is regenerated from its index.
+//!
+//! With `--firehose` there is no driver: sockets are served by
+//! [`super::firehose`] instead.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -298,7 +301,7 @@ pub(crate) async fn drive_tenant(state: Arc<AppState>, tenant: usize) {
     }
 }
 
-fn close(code: u16, reason: &'static str) -> Message {
+pub(super) fn close(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),
@@ -331,6 +334,9 @@ pub(crate) async fn handle_upgrade(
     let source = Source::from_path(uri.path())
         .filter(|s| !state.args.invalid_paths.iter().any(|p| p == s.as_str()));
     match source {
+        Some(source) if state.firehose.is_some() => {
+            ws.on_upgrade(move |socket| super::firehose::client_loop(socket, state, tenant, source))
+        }
         Some(source) => {
             let rx = state.hub.sender(tenant, source).subscribe();
             ws.on_upgrade(move |socket| client_loop(socket, rx, state, source))
@@ -354,7 +360,8 @@ fn to_message(f: Frame) -> Message {
     }
 }
 
-struct OpenGuard(Arc<AppState>);
+/// Counts a client socket as open while it lives.
+pub(super) struct OpenGuard(pub(super) Arc<AppState>);
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.counters.connections_open.fetch_sub(1, Relaxed);

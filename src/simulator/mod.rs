@@ -14,9 +14,14 @@
 //!
 //! Each `--token` is one tenant (customer) with its own agents, queues and
 //! journeys, generated from `--seed` and the token's position.
+//!
+//! `--firehose RATE` replaces the journey driver by [`firehose`]: every live
+//! socket streams distinct records of the same world as fast as asked, for
+//! throughput and latency benchmarks ([`firehose_send_time_us`]).
 
 pub mod clock;
 pub mod faults;
+pub mod firehose;
 pub mod graphql;
 pub mod journey;
 pub mod live;
@@ -36,6 +41,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Secret;
+pub use firehose::firehose_send_time_us;
 pub use stats::SimulatorStats;
 
 use clock::SimClock;
@@ -61,6 +67,15 @@ fn parse_share(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err("must be between 0 and 1".into())
+    }
+}
+
+fn parse_non_negative(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err("must be 0 or a positive number".into())
     }
 }
 
@@ -150,6 +165,21 @@ pub struct SimulateArgs {
         value_name = "SOURCE"
     )]
     pub invalid_paths: Vec<String>,
+
+    /// Benchmark mode: instead of the journey simulation, every live socket
+    /// streams real rendered frames (a few records of the seeded world per
+    /// source, cycled), each a distinct record. RATE is events per second
+    /// per tenant, split equally over the tenant's connected live sockets
+    /// (RATE / 5 per socket when one client has all five paths open), sent
+    /// every 2 ms as due; `0` sends as fast as each client reads (TCP
+    /// back-pressure; slow clients are never disconnected). Each frame's
+    /// identity carries its send time and a per-process sequence number:
+    /// `id_call` (calls, queues, agents) is the string `"<unix µs>-<seq>"`,
+    /// `agent.id` (profile_live, profile_history) the number
+    /// `unix µs * 1000 + seq % 1000`; `firehose_send_time_us` parses both.
+    /// GraphQL is unchanged.
+    #[arg(long, env = "STUDIO_SIM_FIREHOSE", value_name = "RATE", value_parser = parse_non_negative)]
+    pub firehose: Option<f64>,
 }
 
 impl Default for SimulateArgs {
@@ -169,6 +199,7 @@ impl Default for SimulateArgs {
             graphql_429_share: 0.0,
             graphql_5xx_share: 0.0,
             invalid_paths: Vec::new(),
+            firehose: None,
         }
     }
 }
@@ -210,6 +241,8 @@ pub(crate) struct AppState {
     pub graphql_dice: Dice,
     pub close_signal: tokio::sync::watch::Receiver<u64>,
     pub shutdown: CancellationToken,
+    /// Set in `--firehose` mode (templates and connected sockets).
+    pub firehose: Option<firehose::Plan>,
 }
 
 impl AppState {
@@ -258,6 +291,11 @@ fn validate(args: &SimulateArgs) -> Result<(), SimulatorError> {
             )));
         }
     }
+    if args.firehose.is_some_and(|r| !(r.is_finite() && r >= 0.0)) {
+        return Err(SimulatorError::InvalidArgs(
+            "--firehose must be 0 or a positive number".into(),
+        ));
+    }
     for name in &args.invalid_paths {
         if journey::Source::from_path(&format!("/{name}")).is_none() {
             return Err(SimulatorError::InvalidArgs(format!(
@@ -298,6 +336,9 @@ fn build_state(
     let (close_tx, close_rx) = tokio::sync::watch::channel(0u64);
     let historic = graphql::Historic::new().map_err(|e| SimulatorError::Schema(e.to_string()))?;
     let hub = live::Hub::new(world.tenants.len());
+    let firehose = args
+        .firehose
+        .map(|rate| firehose::Plan::new(&world, rate, args.malformed_share));
     let state = Arc::new(AppState {
         world,
         clock,
@@ -308,6 +349,7 @@ fn build_state(
         graphql_dice: Dice::new(args.seed, 2),
         close_signal: close_rx,
         shutdown,
+        firehose,
         args,
     });
     Ok((state, close_tx))
@@ -322,8 +364,10 @@ async fn run(
     let shutdown = state.shutdown.clone();
     let args = state.args.clone();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-    for tenant in 0..state.world.tenants.len() {
-        tasks.push(tokio::spawn(live::drive_tenant(state.clone(), tenant)));
+    if state.firehose.is_none() {
+        for tenant in 0..state.world.tenants.len() {
+            tasks.push(tokio::spawn(live::drive_tenant(state.clone(), tenant)));
+        }
     }
     if let Some(every) = args.close_every.filter(|d| !d.is_zero()) {
         let token = shutdown.clone();
@@ -357,6 +401,7 @@ async fn run(
         speed = args.speed,
         rate = args.rate,
         seed = args.seed,
+        firehose = ?args.firehose,
         "Studio API simulator listening: live ws://{addr}/{{calls,queues,agents,profile_live,profile_history}}, GraphQL http://{addr}/graphql"
     );
     let result = axum::serve(listener, router)
@@ -514,10 +559,14 @@ mod tests {
             "0.2",
             "--graphql-5xx-share",
             "0.3",
+            "--firehose",
+            "5000",
         ])
         .expect("parse");
         assert_eq!(cli.sim.tokens.len(), 2);
         assert_eq!(cli.sim.close_every, Some(Duration::from_secs(30)));
+        assert_eq!(cli.sim.firehose, Some(5000.0));
+        assert!(Cli::try_parse_from(["simulate", "--firehose", "-1"]).is_err());
         assert!(
             !format!("{cli:?}").contains("\"a\""),
             "tokens must not appear in Debug"
@@ -539,6 +588,7 @@ mod tests {
             "--refuse-handshakes-for",
             "--graphql-429-share",
             "--graphql-5xx-share",
+            "--firehose",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }
@@ -547,6 +597,7 @@ mod tests {
             "STUDIO_SIM_TOKEN",
             "STUDIO_SIM_GRAPHQL_5XX_SHARE",
             "STUDIO_SIM_CLOSE_EVERY",
+            "STUDIO_SIM_FIREHOSE",
         ] {
             assert!(help.contains(env), "{env} missing from --help");
         }

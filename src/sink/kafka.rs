@@ -1,18 +1,30 @@
 //! `KafkaSink`: rdkafka's idempotent producer (`acks=all`), with the bundled
 //! librdkafka built from source.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 
-use super::{AckFuture, OutboundMessage, Sink, SinkError, SinkErrorKind};
+use super::{
+    AckFuture, EventIdScan, NewestIds, OutboundMessage, Sink, SinkError, SinkErrorKind, StateStore,
+};
 use crate::config::KafkaConfig;
+
+/// How long loading a state value may read its topic.
+const STATE_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long storing a state value may wait for its acknowledgement; a later
+/// save replaces it anyway.
+const STATE_PUT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Publishes to Kafka (or any Kafka-protocol broker).
 pub struct KafkaSink {
@@ -55,6 +67,306 @@ fn client_config(config: &KafkaConfig) -> ClientConfig {
         c.set(k, v);
     }
     c
+}
+
+/// A consumer that reads assigned partitions: no group is joined and no
+/// offset committed (librdkafka wants a `group.id` all the same).
+fn reader(config: &KafkaConfig) -> Result<BaseConsumer, SinkError> {
+    client_config(config)
+        .set("group.id", "studio-relay-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .map_err(|e| {
+            SinkError::new(
+                SinkErrorKind::Config,
+                format!("cannot create Kafka consumer: {e}"),
+            )
+        })
+}
+
+fn left(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+fn kafka_err(what: &str, e: KafkaError) -> SinkError {
+    SinkError::new(classify(&e), format!("{what}: {e}"))
+}
+
+/// The partitions of `topic`; None when the broker does not know it.
+fn partitions_of(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<Vec<i32>>, SinkError> {
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| kafka_err(&format!("metadata of {topic}"), e))?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+        .filter(|ps| !ps.is_empty()))
+}
+
+/// One partition to read: `[start, end)` by offset.
+struct Range {
+    topic: String,
+    partition: i32,
+    start: i64,
+    end: i64,
+}
+
+/// Reads every range, handing each message below its range's end to `f`,
+/// until all are read or `deadline`; false when the deadline cut it short.
+fn read_ranges(
+    consumer: &BaseConsumer,
+    ranges: &[Range],
+    deadline: Instant,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<bool, SinkError> {
+    let mut pending: std::collections::HashMap<(String, i32), i64> = ranges
+        .iter()
+        .filter(|r| r.start < r.end)
+        .map(|r| ((r.topic.clone(), r.partition), r.end))
+        .collect();
+    if pending.is_empty() {
+        return Ok(true);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for r in ranges.iter().filter(|r| r.start < r.end) {
+        tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.start))
+            .map_err(|e| kafka_err("assign", e))?;
+    }
+    consumer.assign(&tpl).map_err(|e| kafka_err("assign", e))?;
+    while !pending.is_empty() {
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                let k = (m.topic().to_string(), m.partition());
+                let Some(&end) = pending.get(&k) else {
+                    continue;
+                };
+                if m.offset() < end {
+                    f(&m);
+                }
+                if m.offset() + 1 >= end {
+                    pending.remove(&k);
+                }
+            }
+            // The end of a partition: offsets may have holes (compaction,
+            // transaction markers), so compare positions with the ends.
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                let positions = consumer.position().map_err(|e| kafka_err("position", e))?;
+                for e in positions.elements() {
+                    let k = (e.topic().to_string(), e.partition());
+                    if let (Some(&end), Offset::Offset(at)) = (pending.get(&k), e.offset()) {
+                        if at >= end {
+                            pending.remove(&k);
+                        }
+                    }
+                }
+            }
+            Some(Err(e)) => return Err(kafka_err("read", e)),
+        }
+    }
+    Ok(true)
+}
+
+/// A compacted Kafka topic as a key/value store (like Kafka Connect's
+/// offsets topic): `put` produces key → value, `get` reads the topic from
+/// its beginning to the high watermark and keeps the last value of the key.
+pub struct KafkaStateStore {
+    topic: String,
+    producer: FutureProducer,
+    config: KafkaConfig,
+}
+
+#[async_trait]
+impl StateStore for KafkaStateStore {
+    fn describe(&self) -> String {
+        format!("Kafka topic {}", self.topic)
+    }
+
+    fn backend(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, SinkError> {
+        let (config, topic, key) = (self.config.clone(), self.topic.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || {
+            let consumer = reader(&config)?;
+            let deadline = Instant::now() + STATE_READ_TIMEOUT;
+            // Just created, the topic may take a moment to show in metadata.
+            let partitions = loop {
+                if let Some(ps) = partitions_of(&consumer, &topic, left(deadline))? {
+                    break ps;
+                }
+                if Instant::now() >= deadline {
+                    return Err(SinkError::new(
+                        SinkErrorKind::Unavailable,
+                        format!("topic {topic} not found"),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            let mut ranges = Vec::new();
+            for partition in partitions {
+                let (start, end) = consumer
+                    .fetch_watermarks(&topic, partition, left(deadline))
+                    .map_err(|e| kafka_err("watermarks", e))?;
+                ranges.push(Range {
+                    topic: topic.clone(),
+                    partition,
+                    start,
+                    end,
+                });
+            }
+            // One key lives in one partition; should the partition count have
+            // changed, the newest timestamp wins.
+            let mut last: Option<(i64, Option<Bytes>)> = None;
+            let complete = read_ranges(&consumer, &ranges, deadline, |m| {
+                if m.key() == Some(key.as_bytes()) {
+                    let ts = m.timestamp().to_millis().unwrap_or(i64::MIN);
+                    if last.as_ref().is_none_or(|(t, _)| ts >= *t) {
+                        // A null value is a tombstone: deleted.
+                        last = Some((ts, m.payload().map(Bytes::copy_from_slice)));
+                    }
+                }
+            })?;
+            if !complete {
+                return Err(SinkError::new(
+                    SinkErrorKind::Unavailable,
+                    format!(
+                        "reading topic {topic} to its end took longer than {STATE_READ_TIMEOUT:?}"
+                    ),
+                ));
+            }
+            Ok(last.and_then(|(_, v)| v))
+        })
+        .await
+        .map_err(|e| SinkError::new(SinkErrorKind::Unavailable, e.to_string()))?
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), SinkError> {
+        let record = FutureRecord::to(&self.topic)
+            .key(key)
+            .payload(value.as_ref());
+        let delivery = self
+            .producer
+            .send_result(record)
+            .map_err(|(e, _)| kafka_err("produce", e))?;
+        match tokio::time::timeout(STATE_PUT_TIMEOUT, delivery).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err((e, _)))) => Err(kafka_err("produce", e)),
+            Ok(Err(_)) => Err(SinkError::new(
+                SinkErrorKind::Unavailable,
+                "producer dropped the message",
+            )),
+            Err(_) => Err(SinkError::new(
+                SinkErrorKind::Unavailable,
+                format!("not acknowledged within {STATE_PUT_TIMEOUT:?}"),
+            )),
+        }
+    }
+}
+
+impl KafkaSink {
+    fn admin(&self) -> Result<AdminClient<DefaultClientContext>, SinkError> {
+        client_config(&self.config).create().map_err(|e| {
+            SinkError::new(
+                SinkErrorKind::Config,
+                format!("cannot create Kafka admin client: {e}"),
+            )
+        })
+    }
+
+    /// Creates the compacted state topic unless it exists. The relay creates
+    /// it even with `create_topics = false`: it is the relay's own state,
+    /// not a topic consumers read (as Kafka Connect does with its offsets).
+    async fn ensure_state_topic(&self, name: &str) -> Result<(), SinkError> {
+        let admin = self.admin()?;
+        let topic = NewTopic::new(
+            name,
+            1,
+            TopicReplication::Fixed(self.config.replication_factor),
+        )
+        .set("cleanup.policy", "compact")
+        // Compaction never touches the active segment, and a save comes
+        // every couple of seconds: roll hourly so a load reads little.
+        .set("segment.ms", "3600000");
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics([&topic], &opts)
+            .await
+            .map_err(|e| kafka_err(&format!("create topic {name}"), e))?;
+        for r in results {
+            match r {
+                Ok(_) => {
+                    tracing::info!(topic = %name, "Kafka checkpoint topic created (cleanup.policy=compact)")
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    self.warn_unless_compacted(&admin, name).await
+                }
+                Err((_, code)) => {
+                    // Not allowed to create topics, say: fine if it exists.
+                    let producer = self.producer.clone();
+                    let topic = name.to_string();
+                    let exists = tokio::task::spawn_blocking(move || {
+                        producer
+                            .client()
+                            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                            .map(|md| {
+                                md.topics()
+                                    .iter()
+                                    .any(|t| t.name() == topic && t.error().is_none())
+                            })
+                            .unwrap_or(false)
+                    })
+                    .await
+                    .unwrap_or(false);
+                    if !exists {
+                        return Err(SinkError::new(
+                            SinkErrorKind::Config,
+                            format!(
+                                "cannot create the checkpoint topic {name} ({code}); create it with \
+                                 cleanup.policy=compact and 1 partition, or change relay.checkpoint"
+                            ),
+                        ));
+                    }
+                    self.warn_unless_compacted(&admin, name).await
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A state topic that is not compacted loses its values to retention.
+    async fn warn_unless_compacted(&self, admin: &AdminClient<DefaultClientContext>, name: &str) {
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let Ok(results) = admin
+            .describe_configs([&ResourceSpecifier::Topic(name)], &opts)
+            .await
+        else {
+            return;
+        };
+        let policy = results.into_iter().flatten().find_map(|r| {
+            r.entries
+                .into_iter()
+                .find(|e| e.name == "cleanup.policy")
+                .and_then(|e| e.value)
+        });
+        if let Some(p) = policy.filter(|p| !p.contains("compact")) {
+            tracing::warn!(topic = %name, cleanup_policy = %p, "the checkpoint topic is not compacted: retention may delete the checkpoint; set cleanup.policy=compact");
+        }
+    }
 }
 
 /// Maps librdkafka errors to what the caller should do about them.
@@ -191,5 +503,94 @@ impl Sink for KafkaSink {
                 format!("metadata request failed: {e}"),
             )
         })
+    }
+
+    async fn state_store(&self, name: &str) -> Result<Option<Arc<dyn StateStore>>, SinkError> {
+        self.ensure_state_topic(name).await?;
+        Ok(Some(Arc::new(KafkaStateStore {
+            topic: name.to_string(),
+            producer: self.producer.clone(),
+            config: self.config.clone(),
+        })))
+    }
+
+    /// Kafka has no broker-side dedup: the ids come from the `ce_id` header
+    /// of every message at or after `since_ms` (found per partition with
+    /// ListOffsets by timestamp) up to the high watermark.
+    async fn recent_event_ids(
+        &self,
+        destinations: &[String],
+        since_ms: i64,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<EventIdScan, SinkError> {
+        let config = self.config.clone();
+        let destinations = destinations.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let consumer = reader(&config)?;
+            let deadline = Instant::now() + timeout;
+            let mut tpl = TopicPartitionList::new();
+            for topic in &destinations {
+                // A topic not created yet holds nothing.
+                for p in partitions_of(&consumer, topic, left(deadline))?.unwrap_or_default() {
+                    tpl.add_partition_offset(topic, p, Offset::Offset(since_ms))
+                        .map_err(|e| kafka_err("offsets", e))?;
+                }
+            }
+            if tpl.count() == 0 {
+                return Ok(EventIdScan {
+                    ids: Vec::new(),
+                    complete: true,
+                });
+            }
+            let found = consumer
+                .offsets_for_times(tpl, left(deadline))
+                .map_err(|e| kafka_err("offsets for times", e))?;
+            let mut ranges = Vec::new();
+            for e in found.elements() {
+                let (low, high) = consumer
+                    .fetch_watermarks(e.topic(), e.partition(), left(deadline))
+                    .map_err(|err| kafka_err("watermarks", err))?;
+                // End: nothing that new. A failed lookup reads the whole
+                // partition (more work, bounded by limit and timeout). Some
+                // brokers (Tansu) answer 0 instead of End: the same, slower.
+                let start = match e.offset() {
+                    Offset::Offset(o) if e.error().is_ok() => o.max(low),
+                    Offset::End if e.error().is_ok() => high,
+                    _ => low,
+                };
+                ranges.push(Range {
+                    topic: e.topic().to_string(),
+                    partition: e.partition(),
+                    start,
+                    end: high,
+                });
+            }
+            let mut newest = NewestIds::new(limit);
+            let complete = read_ranges(&consumer, &ranges, deadline, |m| {
+                let at_ms = m.timestamp().to_millis().unwrap_or(i64::MAX);
+                // Where the start was not found by time, older messages are
+                // read too: they are not "since".
+                if at_ms < since_ms {
+                    return;
+                }
+                let id = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "ce_id")
+                        .and_then(|h| h.value)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .map(str::to_string)
+                });
+                if let Some(id) = id {
+                    newest.push(at_ms, id);
+                }
+            })?;
+            Ok(EventIdScan {
+                ids: newest.into_ids(),
+                complete,
+            })
+        })
+        .await
+        .map_err(|e| SinkError::new(SinkErrorKind::Unavailable, e.to_string()))?
     }
 }

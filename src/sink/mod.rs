@@ -6,6 +6,7 @@
 //! publishing is pipelined rather than one round trip per event. A message
 //! counts as published only when its future resolves `Ok` (broker ack).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -78,14 +79,103 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Is the broker reachable right now? (readiness)
     async fn check_health(&self) -> Result<(), SinkError>;
+
+    /// Opens the broker-side store `name` for the relay's own small state
+    /// (restart checkpoints), creating it when missing: a NATS KV bucket, a
+    /// compacted Kafka topic. `None`: this sink has no broker to keep it in.
+    async fn state_store(&self, _name: &str) -> Result<Option<Arc<dyn StateStore>>, SinkError> {
+        Ok(None)
+    }
+
+    /// The event ids already on the broker in `destinations`, published
+    /// since `since_ms` (broker time, Unix ms), oldest first; at most `limit`
+    /// of them (the newest are kept), read for at most `timeout`. After a
+    /// restart they seed [`crate::relay::RecentIds`], so the resume backfill
+    /// does not publish again what is already there. Default: none known.
+    async fn recent_event_ids(
+        &self,
+        _destinations: &[String],
+        _since_ms: i64,
+        _limit: usize,
+        _timeout: Duration,
+    ) -> Result<EventIdScan, SinkError> {
+        Ok(EventIdScan {
+            ids: Vec::new(),
+            complete: true,
+        })
+    }
+}
+
+/// A small key/value store in the broker (see [`Sink::state_store`]).
+/// Values are whole documents: `put` replaces, `get` returns the last `put`.
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// What and where, for logs and errors (`NATS KV bucket X`).
+    fn describe(&self) -> String;
+
+    /// Low-cardinality backend name for metric labels (`nats`, `kafka`).
+    fn backend(&self) -> &'static str;
+
+    /// The last value stored under `key`; `None` when there is none.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, SinkError>;
+
+    /// Stores `value` under `key`, acknowledged by the broker.
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), SinkError>;
+}
+
+/// What [`Sink::recent_event_ids`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventIdScan {
+    /// Event ids, oldest first.
+    pub ids: Vec<String>,
+    /// False when the timeout cut the reading short.
+    pub complete: bool,
+}
+
+/// The newest `limit` event ids seen, by broker timestamp; messages arrive
+/// per partition in order but interleaved across partitions, so the cut is
+/// made on timestamps, not on arrival.
+pub(crate) struct NewestIds {
+    limit: usize,
+    seq: u64,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u64, String)>>,
+}
+
+impl NewestIds {
+    pub(crate) fn new(limit: usize) -> Self {
+        NewestIds {
+            limit,
+            seq: 0,
+            heap: Default::default(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, timestamp_ms: i64, id: String) {
+        if self.limit == 0 {
+            return;
+        }
+        self.seq += 1;
+        self.heap
+            .push(std::cmp::Reverse((timestamp_ms, self.seq, id)));
+        if self.heap.len() > self.limit {
+            self.heap.pop();
+        }
+    }
+
+    /// Oldest first (the order [`crate::relay::RecentIds`] forgets in).
+    pub(crate) fn into_ids(self) -> Vec<String> {
+        let mut v: Vec<_> = self.heap.into_iter().map(|r| r.0).collect();
+        v.sort();
+        v.into_iter().map(|(_, _, id)| id).collect()
+    }
 }
 
 mod kafka;
 mod nats;
 mod stdout;
 
-pub use kafka::KafkaSink;
-pub use nats::JetStreamSink;
+pub use kafka::{KafkaSink, KafkaStateStore};
+pub use nats::{JetStreamSink, KvStateStore};
 pub use stdout::StdoutSink;
 
 /// Builds the configured sink (connects for NATS; Kafka connects lazily).
@@ -98,4 +188,22 @@ pub async fn build(
         SinkKind::Nats => std::sync::Arc::new(JetStreamSink::connect(&config.nats).await?),
         SinkKind::Stdout => std::sync::Arc::new(StdoutSink::new()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_ids_keeps_the_newest_by_timestamp_oldest_first() {
+        let mut n = NewestIds::new(3);
+        // Two partitions interleaved: arrival order is not time order.
+        for (ts, id) in [(10, "a"), (50, "e"), (20, "b"), (40, "d"), (30, "c")] {
+            n.push(ts, id.to_string());
+        }
+        assert_eq!(n.into_ids(), ["c", "d", "e"]);
+        let mut off = NewestIds::new(0);
+        off.push(1, "x".into());
+        assert!(off.into_ids().is_empty());
+    }
 }

@@ -4,12 +4,48 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, kv, stream};
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
 use tokio::sync::Semaphore;
 
-use super::{AckFuture, OutboundMessage, Sink, SinkError, SinkErrorKind};
+use super::{
+    AckFuture, EventIdScan, NewestIds, OutboundMessage, Sink, SinkError, SinkErrorKind, StateStore,
+};
 use crate::config::NatsConfig;
+
+/// A JetStream KV bucket (history 1) as the relay's state store.
+pub struct KvStateStore {
+    bucket: String,
+    store: kv::Store,
+}
+
+#[async_trait]
+impl StateStore for KvStateStore {
+    fn describe(&self) -> String {
+        format!("NATS KV bucket {}", self.bucket)
+    }
+
+    fn backend(&self) -> &'static str {
+        "nats"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, SinkError> {
+        self.store
+            .get(key)
+            .await
+            .map_err(|e| unavailable("KV get", e))
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), SinkError> {
+        self.store
+            .put(key, value)
+            .await
+            .map(drop)
+            .map_err(|e| unavailable("KV put", e))
+    }
+}
 
 /// Publishes to NATS, with JetStream unless `jetstream = false`.
 pub struct JetStreamSink {
@@ -205,5 +241,143 @@ impl Sink for JetStreamSink {
                 .map_err(|e| unavailable("JetStream", e))?;
         }
         Ok(())
+    }
+
+    /// A KV bucket; core NATS (`jetstream = false`) keeps nothing.
+    async fn state_store(&self, name: &str) -> Result<Option<Arc<dyn StateStore>>, SinkError> {
+        let Some(js) = &self.jetstream else {
+            return Ok(None);
+        };
+        let store = match js.get_key_value(name).await {
+            Ok(s) => s,
+            Err(_) => {
+                let storage = if self.config.storage == "memory" {
+                    stream::StorageType::Memory
+                } else {
+                    stream::StorageType::File
+                };
+                // The bucket's stream, laid out as `create_key_value` does
+                // (ADR-8). That call first reads the account info, which
+                // async-nats 0.42 cannot parse from older servers (2.9).
+                let created = js
+                    .create_stream(stream::Config {
+                        name: format!("KV_{name}"),
+                        description: Some("studio-relay restart checkpoints".into()),
+                        subjects: vec![format!("$KV.{name}.>")],
+                        // History 1: only the last checkpoint matters.
+                        max_messages_per_subject: 1,
+                        storage,
+                        allow_rollup: true,
+                        deny_delete: true,
+                        allow_direct: true,
+                        discard: stream::DiscardPolicy::New,
+                        num_replicas: 1,
+                        ..Default::default()
+                    })
+                    .await;
+                if created.is_ok() {
+                    tracing::info!(bucket = %name, "NATS KV checkpoint bucket created");
+                }
+                // Created now, or by another relay meanwhile.
+                js.get_key_value(name).await.map_err(|e| {
+                    let why = created
+                        .err()
+                        .map(|c| c.to_string())
+                        .unwrap_or(e.to_string());
+                    SinkError::new(
+                        SinkErrorKind::Config,
+                        format!("cannot create NATS KV bucket {name}: {why}"),
+                    )
+                })?
+            }
+        };
+        Ok(Some(Arc::new(KvStateStore {
+            bucket: name.to_string(),
+            store,
+        })))
+    }
+
+    /// JetStream drops a re-published event id by `Nats-Msg-Id`, but only
+    /// within `duplicate_window` (2 h): a relay down longer than that minus
+    /// `relay.gap_margin` would re-publish the start of its resume window.
+    /// So the ids are read here as for Kafka: a headers-only ordered
+    /// consumer per subject from `since_ms`, one subject at a time because
+    /// multiple filter subjects need nats-server 2.10.
+    async fn recent_event_ids(
+        &self,
+        destinations: &[String],
+        since_ms: i64,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<EventIdScan, SinkError> {
+        let mut newest = NewestIds::new(limit);
+        let Some(js) = &self.jetstream else {
+            return Ok(EventIdScan {
+                ids: Vec::new(),
+                complete: true,
+            });
+        };
+        let scan = async {
+            let stream = js
+                .get_stream(&self.config.stream)
+                .await
+                .map_err(|e| unavailable("JetStream stream", e))?;
+            // The start time goes in as JetStream's own JSON, which saves a
+            // direct dependency on the `time` crate for one value.
+            let start = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(since_ms)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let deliver_policy: jetstream::consumer::DeliverPolicy = serde_json::from_value(
+                serde_json::json!({"deliver_policy": "by_start_time", "opt_start_time": start}),
+            )
+            .map_err(|e| SinkError::new(SinkErrorKind::Config, format!("start time: {e}")))?;
+            for subject in destinations {
+                let consumer = stream
+                    .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                        filter_subject: subject.clone(),
+                        headers_only: true,
+                        deliver_policy,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| unavailable("ordered consumer", e))?;
+                if consumer.cached_info().num_pending == 0 {
+                    continue;
+                }
+                let mut messages = consumer
+                    .messages()
+                    .await
+                    .map_err(|e| unavailable("ordered consumer", e))?;
+                while let Some(m) = messages.next().await {
+                    let m = m.map_err(|e| unavailable("ordered consumer", e))?;
+                    let info = m.info().map_err(|e| unavailable("message info", e))?;
+                    let at_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
+                    let caught_up = info.pending == 0;
+                    let id = m.headers.as_ref().and_then(|h| {
+                        h.get("Nats-Msg-Id")
+                            .or_else(|| h.get("ce_id"))
+                            .map(|v| v.as_str().to_string())
+                    });
+                    if let Some(id) = id {
+                        newest.push(at_ms, id);
+                    }
+                    if caught_up {
+                        break;
+                    }
+                }
+            }
+            Ok::<_, SinkError>(())
+        };
+        let complete = match tokio::time::timeout(timeout, scan).await {
+            Ok(r) => {
+                r?;
+                true
+            }
+            Err(_) => false,
+        };
+        Ok(EventIdScan {
+            ids: newest.into_ids(),
+            complete,
+        })
     }
 }

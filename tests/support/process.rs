@@ -36,6 +36,16 @@ impl Relay {
         }
     }
 
+    /// The process id (for /proc readings).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
         let resp = reqwest::get(format!("http://127.0.0.1:{}{path}", self.ops_port))
             .await

@@ -1,0 +1,1137 @@
+//! The pipeline benchmark (issue 9): throughput, latency, cost, scale and
+//! replay of the real `studio-relay` binary against its own simulator and
+//! real brokers, next to each broker's own ceiling, in one run.
+//!
+//! ```text
+//! bash scripts/bench                                  # full report → docs/benchmarks.md
+//! cargo bench --bench pipeline -- --runs 1 --duration 10s --only relay
+//! ```
+//!
+//! Under `cargo test` (no `--bench` argument) it runs in smoke mode: every
+//! scenario for a second or two with one run, checking only that each figure
+//! was measured, so the driver cannot rot. Everything listens on 127.0.0.1;
+//! every load loop is bounded by a duration.
+//!
+//! Why each figure is measured the way it is:
+//! - **Ceiling**: the broker's rate for the relay's own messages (frames
+//!   captured from the simulator, normalized and encoded once, beforehand),
+//!   sent through the same sink with the same settings and the same ack
+//!   window, but with no socket reading and no normalization. Each lap
+//!   gets fresh message ids, so JetStream's dedup does not flatter it.
+//! - **Relay throughput**: the simulator in firehose mode (as fast as each
+//!   socket is read, so TCP back-pressure finds the slower side) → the relay
+//!   process → the broker; acknowledged events/s from the relay's metrics.
+//! - **Simulator max**: a client that only counts frames, so the report
+//!   shows who the bottleneck is.
+//! - **Latency**: the simulator at a fixed rate. Frame received → broker ack
+//!   from the relay's histogram; simulator send → consumer receive from the
+//!   send time the firehose writes into each record's identity field.
+//! - **Cost**: CPU seconds (utime + stime from /proc) per million events and
+//!   peak RSS (VmHWM) of the relay process during the throughput runs.
+//!
+//! Each figure is the median of `--runs` runs, with min and max: these
+//! machines are noisy, so ratios within one run mean more than absolutes.
+
+#[path = "../tests/support/mod.rs"]
+#[allow(unused_imports)]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use studio_relay::config::{self, EncodingFormat, SinkConfig};
+use studio_relay::model::{self, DataSource, Envelope, Origin};
+use studio_relay::relay::MessageBuilder;
+use support::process::Relay;
+
+const BIN: &str = env!("CARGO_BIN_EXE_studio-relay");
+const SOURCES: usize = DataSource::ALL.len();
+
+// ---------------------------------------------------------------- options
+
+struct Opts {
+    smoke: bool,
+    runs: usize,
+    /// Measured window of each throughput run (after the warm-up).
+    duration: Duration,
+    warmup: Duration,
+    /// Events/s of the latency run (one tenant).
+    latency_rate: u64,
+    /// Tenant counts of the scale runs (1 is always added as the baseline).
+    scale: Vec<usize>,
+    /// Hours of history the replay run fetches.
+    replay_hours: u32,
+    /// Calls per second of simulated history for the replay run.
+    replay_call_rate: f64,
+    /// Scenario names to run (empty: all).
+    only: Vec<String>,
+    /// Where `pipeline.md` and `pipeline.json` are written.
+    out_dir: PathBuf,
+}
+
+impl Opts {
+    fn parse() -> Opts {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        // `cargo bench` passes `--bench`; `cargo test` does not.
+        let smoke = !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--smoke");
+        let mut o = if smoke {
+            Opts {
+                smoke,
+                runs: 1,
+                duration: Duration::from_secs(2),
+                warmup: Duration::from_secs(1),
+                latency_rate: 500,
+                scale: vec![3],
+                replay_hours: 2,
+                replay_call_rate: 0.5,
+                only: vec![],
+                out_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-smoke"),
+            }
+        } else {
+            Opts {
+                smoke,
+                runs: 3,
+                duration: Duration::from_secs(30),
+                warmup: Duration::from_secs(5),
+                latency_rate: 5_000,
+                scale: vec![100, 1_000],
+                replay_hours: 24,
+                replay_call_rate: 0.5,
+                only: vec![],
+                out_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench"),
+            }
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = || it.next().cloned().unwrap_or_default();
+            match a.as_str() {
+                "--runs" => o.runs = value().parse().expect("--runs N"),
+                "--duration" => {
+                    o.duration = humantime::parse_duration(&value()).expect("--duration 30s")
+                }
+                "--warmup" => o.warmup = humantime::parse_duration(&value()).expect("--warmup 5s"),
+                "--latency-rate" => o.latency_rate = value().parse().expect("--latency-rate N"),
+                "--scale" => {
+                    o.scale = value()
+                        .split(',')
+                        .map(|n| n.parse().expect("--scale 100,1000"))
+                        .collect()
+                }
+                "--replay-hours" => o.replay_hours = value().parse().expect("--replay-hours N"),
+                "--only" => o.only = value().split(',').map(str::to_string).collect(),
+                "--out" => o.out_dir = PathBuf::from(value()),
+                _ => {} // --bench, --smoke, libtest flags
+            }
+        }
+        o.runs = o.runs.max(1);
+        o
+    }
+
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
+}
+
+// ---------------------------------------------------------------- figures
+
+/// (scenario, figure, unit).
+type FigureKey = (String, String, &'static str);
+
+/// The measured quantities, each over several runs.
+#[derive(Default)]
+struct Report {
+    /// Values per figure, in insertion order.
+    rows: Vec<(FigureKey, Vec<f64>)>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn add(&mut self, scenario: &str, figure: &str, unit: &'static str, value: f64) {
+        let key = (scenario.to_string(), figure.to_string(), unit);
+        match self.rows.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(value),
+            None => self.rows.push((key, vec![value])),
+        }
+        eprintln!("  {scenario} / {figure}: {} {unit}", fmt_num(value));
+    }
+
+    fn median(&self, scenario: &str, figure: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|((s, f, _), _)| s == scenario && f == figure)
+            .map(|(_, v)| stats(v).0)
+    }
+}
+
+/// (median, min, max).
+fn stats(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (median, v[0], v[n - 1])
+}
+
+fn fmt_num(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        let s = format!("{:.0}", x);
+        let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        format!("{sign}{out}")
+    } else if x.abs() >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+// ---------------------------------------------------------------- processes
+
+/// CPU seconds (user + system) and peak/current RSS of a process, from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcStat {
+    cpu_secs: f64,
+    rss_kb: u64,
+    peak_rss_kb: u64,
+}
+
+fn proc_stat(pid: u32) -> ProcStat {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    ProcStat {
+        cpu_secs: (ticks(11) + ticks(12)) / clock_ticks(),
+        rss_kb: kb("VmRSS:"),
+        peak_rss_kb: kb("VmHWM:"),
+    }
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// `studio-relay simulate` as a child process (its CPU is not the relay's).
+struct Simulator {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Simulator {
+    fn start(tokens: &[String], extra: &[&str]) -> Simulator {
+        let dir = tempfile::tempdir().unwrap();
+        let port = support::free_port();
+        let child = Command::new(BIN)
+            .args(["--log-level", "warn", "simulate", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--seed", "7"])
+            .args(extra)
+            // Many tokens would make a long command line; the env var takes a comma list.
+            .env("STUDIO_SIM_TOKEN", tokens.join(","))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("sim.log")).unwrap())
+            .spawn()
+            .expect("start the simulator");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "simulator did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Simulator {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn live_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    fn graphql_url(&self) -> String {
+        format!("http://127.0.0.1:{}/graphql", self.port)
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tokens(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("bench-token-{i}")).collect()
+}
+
+/// A broker started for one run, and the relay settings that point at it.
+enum Broker {
+    Nats(support::NatsServer),
+    Kafka(support::KafkaBroker),
+}
+
+impl Broker {
+    fn start(kind: &str) -> Broker {
+        match kind {
+            "nats" => Broker::Nats(support::NatsServer::start()),
+            _ => Broker::Kafka(support::KafkaBroker::start()),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Broker::Nats(_) => "NATS JetStream",
+            Broker::Kafka(_) => "Kafka (Tansu)",
+        }
+    }
+
+    /// `STUDIO_RELAY__*` settings (defaults otherwise: what users run).
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Broker::Nats(n) => vec![
+                ("STUDIO_RELAY__SINK__KIND", "nats".into()),
+                ("STUDIO_RELAY__SINK__NATS__URL", n.url()),
+            ],
+            Broker::Kafka(k) => vec![
+                ("STUDIO_RELAY__SINK__KIND", "kafka".into()),
+                ("STUDIO_RELAY__SINK__KAFKA__BROKERS", k.bootstrap()),
+                ("STUDIO_RELAY__SINK__KAFKA__CREATE_TOPICS", "true".into()),
+            ],
+        }
+    }
+
+    /// The same sink settings, as the library's config (for the ceiling).
+    fn sink_config(&self) -> SinkConfig {
+        let env = self
+            .env()
+            .into_iter()
+            .chain([("STUDIO_RELAY__TENANTS__0__TOKEN", "unused".to_string())])
+            .map(|(k, v)| (k.to_string(), v));
+        config::load_from_str("", "bench", env, |p| std::fs::read_to_string(p))
+            .expect("valid bench config")
+            .sink
+    }
+}
+
+fn format_name(f: EncodingFormat) -> &'static str {
+    match f {
+        EncodingFormat::Json => "json",
+        EncodingFormat::Avro => "avro",
+    }
+}
+
+/// Starts the relay process for `tenants` on `sim`, publishing to `broker`.
+fn start_relay(
+    sim: &Simulator,
+    broker: &Broker,
+    format: EncodingFormat,
+    tenants: usize,
+) -> (Relay, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = String::new();
+    for (i, t) in tokens(tenants).iter().enumerate() {
+        toml.push_str(&format!(
+            "[[tenants]]\nname = \"t{i}\"\ntoken = \"{t}\"\n\n"
+        ));
+    }
+    let cfg = dir.path().join("relay.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let mut env = broker.env();
+    env.extend([
+        ("STUDIO_RELAY__UPSTREAM__LIVE_URL", sim.live_url()),
+        ("STUDIO_RELAY__UPSTREAM__GRAPHQL_URL", sim.graphql_url()),
+        ("STUDIO_RELAY__ENCODING__FORMAT", format_name(format).into()),
+        // The firehose has no historic layer behind it to backfill from.
+        ("STUDIO_RELAY__RELAY__GAP_BACKFILL", "false".into()),
+    ]);
+    let cfg = cfg.to_string_lossy().to_string();
+    let relay = Relay::spawn(&["--config", &cfg, "run"], &env);
+    (relay, dir)
+}
+
+/// Waits until the relay reports `sockets` connected; returns how long it took.
+async fn wait_connected(relay: &mut Relay, sockets: usize, started: Instant) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(status) = relay.exited() {
+            panic!("the relay exited ({status}):\n{}", relay.output());
+        }
+        let m = relay.metrics().await;
+        if support::live::connected_sockets(&m) >= sockets {
+            return started.elapsed().as_secs_f64();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not connect {sockets} sockets within 300 s:\n{}",
+            relay.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn published(metrics: &str) -> f64 {
+    support::live::metric_sum(metrics, "studio_relay_events_published_total", "")
+}
+
+// ---------------------------------------------------------------- clients
+
+/// Connects every socket of every tenant and counts frames; keeps the first
+/// `keep` frames. Stops when the returned handle is dropped.
+struct FrameCounter {
+    count: Arc<AtomicU64>,
+    kept: Arc<Mutex<Vec<(DataSource, Bytes)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl FrameCounter {
+    async fn connect(sim: &Simulator, tokens: &[String], keep: usize) -> FrameCounter {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::Message;
+        let count = Arc::new(AtomicU64::new(0));
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for token in tokens {
+            for source in DataSource::ALL {
+                let mut req = format!("{}/{}", sim.live_url(), source.as_str())
+                    .into_client_request()
+                    .unwrap();
+                req.headers_mut()
+                    .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+                let (ws, _) = tokio_tungstenite::connect_async(req)
+                    .await
+                    .expect("counting client connects");
+                let (count, kept) = (count.clone(), kept.clone());
+                tasks.push(tokio::spawn(async move {
+                    let (_tx, mut rx) = ws.split();
+                    while let Some(Ok(msg)) = rx.next().await {
+                        if let Message::Text(t) = msg {
+                            count.fetch_add(1, Ordering::Relaxed);
+                            if keep > 0 {
+                                let mut k = kept.lock().unwrap();
+                                if k.len() < keep {
+                                    k.push((source, Bytes::copy_from_slice(t.as_bytes())));
+                                }
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        FrameCounter { count, kept, tasks }
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for FrameCounter {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Frames/s a counting-only client gets from the firehose over `duration`.
+async fn counted_rate(counter: &FrameCounter, warmup: Duration, duration: Duration) -> f64 {
+    tokio::time::sleep(warmup).await;
+    let (c0, t0) = (counter.count(), Instant::now());
+    tokio::time::sleep(duration).await;
+    (counter.count() - c0) as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// Samples of realistic frames from the firehose (every source).
+async fn capture_frames(n: usize) -> Vec<(DataSource, Bytes)> {
+    let sim = Simulator::start(&tokens(1), &["--firehose", "0"]);
+    let counter = FrameCounter::connect(&sim, &tokens(1), n).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counter.kept.lock().unwrap().len() < n {
+        assert!(Instant::now() < deadline, "captured too few frames");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let frames = counter.kept.lock().unwrap().clone();
+    frames
+}
+
+// ---------------------------------------------------------------- scenarios
+
+/// The broker's own rate for the relay's messages: no sockets, no normalizing.
+async fn ceiling(
+    broker: &Broker,
+    format: EncodingFormat,
+    frames: &[(DataSource, Bytes)],
+    o: &Opts,
+) -> f64 {
+    let sink_config = broker.sink_config();
+    let builder = MessageBuilder::without_registry(format, &sink_config);
+    let now = chrono::Utc::now().timestamp_millis();
+    let messages: Vec<_> = frames
+        .iter()
+        .filter_map(|(source, raw)| {
+            let record = model::normalize_live(*source, raw).ok()?;
+            builder
+                .build(&Envelope::new("t0".into(), Origin::Live, now, record))
+                .ok()
+        })
+        .collect();
+    assert!(!messages.is_empty(), "no frame of the sample normalized");
+    let sink = studio_relay::sink::build(&sink_config)
+        .await
+        .expect("sink connects");
+    let destinations = builder.all_destinations(["t0"], &DataSource::ALL);
+    sink.prepare(&destinations)
+        .await
+        .expect("destinations exist");
+    // The relay's own ack window (the sink applies its own pending-ack limit too).
+    let window = studio_relay::relay::PublisherSettings::default().window;
+    let mut inflight = FuturesUnordered::new();
+    let (mut sent, mut acked) = (0usize, 0u64);
+    let start = Instant::now();
+    let (mut t0, mut a0) = (None, 0u64);
+    let end = start + o.warmup + o.duration;
+    while Instant::now() < end {
+        if t0.is_none() && start.elapsed() >= o.warmup {
+            t0 = Some(Instant::now());
+            a0 = acked;
+        }
+        if inflight.len() < window {
+            let mut m = messages[sent % messages.len()].clone();
+            // A new id per lap: JetStream must store every one.
+            m.event_id = format!("{}-{}", m.event_id, sent / messages.len());
+            let send = sink.send(m);
+            tokio::pin!(send);
+            // Keep settling acks while the sink makes us wait.
+            let ack = loop {
+                tokio::select! {
+                    r = &mut send => break r.expect("broker takes the message"),
+                    Some(r) = inflight.next(), if !inflight.is_empty() => {
+                        let r: Result<(), _> = r;
+                        r.expect("broker acks");
+                        acked += 1;
+                    }
+                }
+            };
+            inflight.push(ack);
+            sent += 1;
+        } else if let Some(r) = inflight.next().await {
+            r.expect("broker acks");
+            acked += 1;
+        }
+    }
+    let t0 = t0.unwrap_or(start);
+    let rate = (acked - a0) as f64 / t0.elapsed().as_secs_f64();
+    while let Some(r) = inflight.next().await {
+        r.expect("broker acks");
+    }
+    rate
+}
+
+/// One relay throughput run at the firehose's full rate.
+struct ThroughputSample {
+    events_per_sec: f64,
+    cpu_secs_per_million: f64,
+    peak_rss_mb: f64,
+}
+
+async fn relay_throughput(
+    broker: &Broker,
+    format: EncodingFormat,
+    tenants: usize,
+    o: &Opts,
+) -> ThroughputSample {
+    let sim = Simulator::start(&tokens(tenants), &["--firehose", "0"]);
+    let started = Instant::now();
+    let (mut relay, _dir) = start_relay(&sim, broker, format, tenants);
+    wait_connected(&mut relay, tenants * SOURCES, started).await;
+    tokio::time::sleep(o.warmup).await;
+    let (p0, s0, t0) = (
+        published(&relay.metrics().await),
+        proc_stat(relay.pid()),
+        Instant::now(),
+    );
+    tokio::time::sleep(o.duration).await;
+    let (p1, s1) = (published(&relay.metrics().await), proc_stat(relay.pid()));
+    let secs = t0.elapsed().as_secs_f64();
+    let events = p1 - p0;
+    assert!(
+        events > 0.0,
+        "nothing published in the measured window:\n{}",
+        relay.output()
+    );
+    ThroughputSample {
+        events_per_sec: events / secs,
+        cpu_secs_per_million: (s1.cpu_secs - s0.cpu_secs) / events * 1e6,
+        peak_rss_mb: s1.peak_rss_kb as f64 / 1024.0,
+    }
+}
+
+/// Latency percentiles at a fixed rate into NATS (JSON).
+struct LatencySample {
+    relay: [f64; 3],
+    end_to_end: [f64; 3],
+    events_per_sec: f64,
+}
+
+const QUANTILES: [f64; 3] = [0.5, 0.99, 0.999];
+
+async fn latency(o: &Opts) -> LatencySample {
+    let broker = Broker::start("nats");
+    let Broker::Nats(nats) = &broker else {
+        unreachable!()
+    };
+    // A core subscription sees each message when the server routes it, as
+    // JetStream stores it: the consumer side of simulator send → receive.
+    let client = async_nats::connect(nats.url())
+        .await
+        .expect("connect to NATS");
+    let mut sub = client
+        .subscribe("telavox.studio.>")
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let (m, l) = (measuring.clone(), latencies.clone());
+    let consumer = tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            let now_us = chrono::Utc::now().timestamp_micros();
+            if !m.load(Ordering::Relaxed) {
+                continue;
+            }
+            if let Some(sent) = send_time_us(&msg.payload) {
+                l.lock().unwrap().push((now_us - sent) as f64 / 1e6);
+            }
+        }
+    });
+    let rate = o.latency_rate.to_string();
+    let sim = Simulator::start(&tokens(1), &["--firehose", &rate]);
+    let (mut relay, _dir) = start_relay(&sim, &broker, EncodingFormat::Json, 1);
+    wait_connected(&mut relay, SOURCES, Instant::now()).await;
+    tokio::time::sleep(o.warmup).await;
+    let (h0, p0, t0) = (
+        histogram(&relay.metrics().await),
+        published(&relay.metrics().await),
+        Instant::now(),
+    );
+    measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(o.duration).await;
+    measuring.store(false, Ordering::Relaxed);
+    let text = relay.metrics().await;
+    let (h1, p1) = (histogram(&text), published(&text));
+    let events_per_sec = (p1 - p0) / t0.elapsed().as_secs_f64();
+    consumer.abort();
+    let delta: Vec<(f64, f64)> = h1
+        .iter()
+        .map(|(le, c)| {
+            (
+                *le,
+                c - h0.iter().find(|(l, _)| l == le).map_or(0.0, |x| x.1),
+            )
+        })
+        .collect();
+    let mut e2e = latencies.lock().unwrap().clone();
+    assert!(!e2e.is_empty(), "the consumer saw no firehose record");
+    e2e.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| e2e[((e2e.len() as f64 * q) as usize).min(e2e.len() - 1)];
+    LatencySample {
+        relay: QUANTILES.map(|q| histogram_quantile(&delta, q)),
+        end_to_end: QUANTILES.map(pick),
+        events_per_sec,
+    }
+}
+
+/// The firehose's send time, from the identity field of a JSON envelope.
+fn send_time_us(payload: &[u8]) -> Option<i64> {
+    let v: Value = serde_json::from_slice(payload).ok()?;
+    let record = v.get("record")?;
+    let id = record
+        .get("id_call")
+        .filter(|x| !x.is_null())
+        .or_else(|| record.get("agent")?.get("id"))?;
+    let text = match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    studio_relay::simulator::firehose_send_time_us(&text)
+}
+
+/// Cumulative (le, count) of the relay's latency histogram, summed over sources.
+fn histogram(metrics: &str) -> Vec<(f64, f64)> {
+    let mut by_le: BTreeMap<String, f64> = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("studio_relay_end_to_end_latency_seconds_bucket{")
+        else {
+            continue;
+        };
+        let Some(le) = rest.split("le=\"").nth(1).and_then(|x| x.split('"').next()) else {
+            continue;
+        };
+        let count: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0.0);
+        *by_le.entry(le.to_string()).or_default() += count;
+    }
+    let mut out: Vec<(f64, f64)> = by_le
+        .into_iter()
+        .map(|(le, c)| {
+            (
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap_or(f64::INFINITY)
+                },
+                c,
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// Prometheus' `histogram_quantile`: linear within the bucket.
+fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return lower;
+            }
+            let inside = count - below;
+            return if inside <= 0.0 {
+                le
+            } else {
+                lower + (le - lower) * (rank - below) / inside
+            };
+        }
+        lower = le;
+        below = count;
+    }
+    lower
+}
+
+/// Idle relay with `tenants` tenants: time to all connected and RSS.
+async fn scale_idle(tenants: usize, o: &Opts) -> (f64, f64) {
+    let broker = Broker::start("nats");
+    // One event per second per tenant: connected, nearly idle.
+    let sim = Simulator::start(&tokens(tenants), &["--firehose", "1"]);
+    let started = Instant::now();
+    let (mut relay, _dir) = start_relay(&sim, &broker, EncodingFormat::Json, tenants);
+    let connect_secs = wait_connected(&mut relay, tenants * SOURCES, started).await;
+    tokio::time::sleep(o.warmup).await;
+    let rss_mb = proc_stat(relay.pid()).rss_kb as f64 / 1024.0;
+    (connect_secs, rss_mb)
+}
+
+/// A replay of `hours` of simulated history into `broker`: records/s.
+async fn replay(broker: &Broker, o: &Opts) -> f64 {
+    let days = o.replay_hours.div_ceil(24).to_string();
+    let rate = o.replay_call_rate.to_string();
+    let sim = Simulator::start(&tokens(1), &["--history-days", &days, "--rate", &rate]);
+    // The simulator's history is the days before it started: replay the
+    // whole hours just before now.
+    let to = chrono::Utc::now().timestamp() / 3600 * 3600;
+    let from = to - 3600 * i64::from(o.replay_hours);
+    let iso = |s: i64| {
+        chrono::DateTime::from_timestamp(s, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let mut env = broker.env();
+    env.extend([
+        ("STUDIO_RELAY__UPSTREAM__GRAPHQL_URL", sim.graphql_url()),
+        ("STUDIO_RELAY__TENANTS__0__NAME", "t0".into()),
+        ("STUDIO_RELAY__TENANTS__0__TOKEN", tokens(1)[0].clone()),
+    ]);
+    let sink = match broker {
+        Broker::Nats(_) => "nats",
+        Broker::Kafka(_) => "kafka",
+    };
+    let mut relay = Relay::spawn(
+        &[
+            "replay",
+            "--from",
+            &iso(from),
+            "--to",
+            &iso(to),
+            "--window",
+            "1h",
+            "--concurrency",
+            "4",
+            "--sink",
+            sink,
+        ],
+        &env,
+    );
+    let status = relay.wait(Duration::from_secs(1800)).await;
+    let out = relay.output();
+    assert!(status.success(), "replay failed:\n{out}");
+    // "total N records in S s (R/s)"
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("total "))
+        .unwrap_or("");
+    let mut words = line.split_whitespace();
+    let records: f64 = words.nth(1).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    let secs: f64 = words
+        .nth(2)
+        .and_then(|x| x.trim_end_matches('s').parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        records > 0.0 && secs > 0.0,
+        "replay printed no summary:\n{out}"
+    );
+    records / secs
+}
+
+// ---------------------------------------------------------------- driver
+
+const COMBOS: [(&str, EncodingFormat); 4] = [
+    ("nats", EncodingFormat::Json),
+    ("nats", EncodingFormat::Avro),
+    ("kafka", EncodingFormat::Json),
+    ("kafka", EncodingFormat::Avro),
+];
+
+async fn run(o: &Opts) -> Report {
+    let mut r = Report::default();
+    let started = Instant::now();
+    if o.wants("simulator") {
+        eprintln!("== simulator maximum (a client that only counts frames)");
+        for _ in 0..o.runs {
+            let sim = Simulator::start(&tokens(1), &["--firehose", "0"]);
+            let counter = FrameCounter::connect(&sim, &tokens(1), 0).await;
+            let rate = counted_rate(&counter, o.warmup, o.duration).await;
+            r.add("simulator", "firehose → counting client", "events/s", rate);
+        }
+    }
+    if o.wants("relay") {
+        let frames = capture_frames(if o.smoke { 500 } else { 20_000 }).await;
+        for (kind, format) in COMBOS {
+            for _ in 0..o.runs {
+                let broker = Broker::start(kind);
+                let label = format!("{} {}", broker.name(), format_name(format));
+                eprintln!("== {label}");
+                let c = ceiling(&broker, format, &frames, o).await;
+                r.add(&label, "ceiling (plain publisher)", "events/s", c);
+                drop(broker);
+                let broker = Broker::start(kind);
+                let t = relay_throughput(&broker, format, 1, o).await;
+                r.add(&label, "relay", "events/s", t.events_per_sec);
+                r.add(&label, "relay / ceiling", "%", 100.0 * t.events_per_sec / c);
+                r.add(
+                    &label,
+                    "relay CPU per million events",
+                    "CPU-s",
+                    t.cpu_secs_per_million,
+                );
+                r.add(&label, "relay peak RSS", "MB", t.peak_rss_mb);
+            }
+        }
+    }
+    if o.wants("latency") {
+        let label = format!("latency at {} events/s (NATS, JSON)", o.latency_rate);
+        eprintln!("== {label}");
+        for _ in 0..o.runs {
+            let l = latency(o).await;
+            r.add(&label, "rate achieved", "events/s", l.events_per_sec);
+            for (q, v) in QUANTILES.iter().zip(l.relay) {
+                r.add(
+                    &label,
+                    &format!("frame → broker ack p{}", q * 100.0),
+                    "ms",
+                    v * 1e3,
+                );
+            }
+            for (q, v) in QUANTILES.iter().zip(l.end_to_end) {
+                r.add(
+                    &label,
+                    &format!("simulator send → consumer p{}", q * 100.0),
+                    "ms",
+                    v * 1e3,
+                );
+            }
+        }
+    }
+    if o.wants("scale") {
+        let mut counts = vec![1];
+        counts.extend(o.scale.iter().copied().filter(|&n| n > 1));
+        for _ in 0..o.runs {
+            let mut base_rss = 0.0;
+            for &n in &counts {
+                let label = format!("scale: {n} tenant(s) × 5 sockets (NATS, JSON)");
+                eprintln!("== {label}");
+                let (connect, rss) = scale_idle(n, o).await;
+                r.add(&label, "time to all connected", "s", connect);
+                r.add(&label, "RSS, connected and idle", "MB", rss);
+                if n == 1 {
+                    base_rss = rss;
+                } else {
+                    let per_socket_kb = (rss - base_rss) * 1024.0 / (SOURCES * (n - 1)) as f64;
+                    r.add(&label, "RSS per additional socket", "KB", per_socket_kb);
+                    let broker = Broker::start("nats");
+                    let t = relay_throughput(&broker, EncodingFormat::Json, n, o).await;
+                    r.add(
+                        &label,
+                        "relay, events spread over all tenants",
+                        "events/s",
+                        t.events_per_sec,
+                    );
+                    r.add(&label, "relay peak RSS under load", "MB", t.peak_rss_mb);
+                }
+            }
+        }
+    }
+    if o.wants("replay") {
+        for kind in ["nats", "kafka"] {
+            for _ in 0..o.runs {
+                let broker = Broker::start(kind);
+                let label = format!("replay of {} h into {}", o.replay_hours, broker.name());
+                eprintln!("== {label}");
+                let rate = replay(&broker, o).await;
+                r.add(
+                    &label,
+                    "records/s (simulator's GraphQL included)",
+                    "records/s",
+                    rate,
+                );
+            }
+        }
+    }
+    r.notes.push(format!(
+        "Total benchmark time: {:.0} s.",
+        started.elapsed().as_secs_f64()
+    ));
+    r
+}
+
+// ---------------------------------------------------------------- report
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let version = |cmd: &str, arg: &str| {
+        Command::new(cmd)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "memory_gib": (mem_gib * 10.0).round() / 10.0,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "nats_server": version("nats-server", "--version"),
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+/// Targets of issue 9: (scenario, figure, comparison, target, label).
+fn targets(o: &Opts) -> Vec<(String, &'static str, bool, f64, &'static str)> {
+    let lat = format!("latency at {} events/s (NATS, JSON)", o.latency_rate);
+    let big = o.scale.iter().copied().max().unwrap_or(1);
+    vec![
+        (
+            "NATS JetStream json".into(),
+            "relay / ceiling",
+            true,
+            80.0,
+            "≥ 80% of the ceiling",
+        ),
+        (
+            "Kafka (Tansu) json".into(),
+            "relay / ceiling",
+            true,
+            80.0,
+            "≥ 80% of the ceiling",
+        ),
+        (
+            "NATS JetStream json".into(),
+            "relay",
+            true,
+            100_000.0,
+            "≥ 100,000 events/s",
+        ),
+        (lat, "frame → broker ack p99", false, 5.0, "p99 < 5 ms"),
+        (
+            "scale: 1 tenant(s) × 5 sockets (NATS, JSON)".into(),
+            "RSS, connected and idle",
+            false,
+            30.0,
+            "< 30 MB for one tenant",
+        ),
+        (
+            format!("scale: {big} tenant(s) × 5 sockets (NATS, JSON)"),
+            "RSS per additional socket",
+            false,
+            50.0,
+            "< 50 KB per socket",
+        ),
+    ]
+}
+
+fn render(r: &Report, o: &Opts, m: &Value) -> (String, Value) {
+    let mut md = String::new();
+    md.push_str(&format!(
+        "Machine: {}, {} cores, {} GiB, Linux {}, {}; `{}` build. {} run(s) per figure, {} s measured after {} s warm-up.\n\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["memory_gib"],
+        m["kernel"].as_str().unwrap_or("?"),
+        m["nats_server"].as_str().unwrap_or("?"),
+        m["profile"].as_str().unwrap_or("?"),
+        o.runs,
+        o.duration.as_secs_f64(),
+        o.warmup.as_secs_f64(),
+    ));
+    md.push_str(
+        "| scenario | figure | median | min | max | unit |\n|---|---|---:|---:|---:|---|\n",
+    );
+    let mut rows = Vec::new();
+    for ((scenario, figure, unit), values) in &r.rows {
+        let (med, min, max) = stats(values);
+        md.push_str(&format!(
+            "| {scenario} | {figure} | {} | {} | {} | {unit} |\n",
+            fmt_num(med),
+            fmt_num(min),
+            fmt_num(max)
+        ));
+        rows.push(json!({"scenario": scenario, "figure": figure, "unit": unit, "median": med, "min": min, "max": max, "values": values}));
+    }
+    md.push_str("\n| target | measured (median) | met |\n|---|---:|---|\n");
+    let mut checks = Vec::new();
+    for (scenario, figure, at_least, target, label) in targets(o) {
+        let Some(v) = r.median(&scenario, figure) else {
+            continue;
+        };
+        let met = if at_least { v >= target } else { v < target };
+        md.push_str(&format!(
+            "| {label} ({scenario}) | {} | {} |\n",
+            fmt_num(v),
+            if met { "yes" } else { "**no**" }
+        ));
+        checks.push(json!({"target": label, "scenario": scenario, "figure": figure, "value": v, "met": met}));
+    }
+    for n in &r.notes {
+        md.push_str(&format!("\n{n}\n"));
+    }
+    let json = json!({"machine": m, "runs": o.runs, "duration_s": o.duration.as_secs_f64(), "rows": rows, "targets": checks});
+    (md, json)
+}
+
+fn write(dir: &Path, md: &str, json: &Value) {
+    std::fs::create_dir_all(dir).expect("create the report directory");
+    std::fs::write(dir.join("pipeline.md"), md).unwrap();
+    std::fs::write(
+        dir.join("pipeline.json"),
+        serde_json::to_string_pretty(json).unwrap(),
+    )
+    .unwrap();
+}
+
+fn main() {
+    let o = Opts::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt.block_on(run(&o));
+    let (md, json) = render(&report, &o, &machine());
+    write(&o.out_dir, &md, &json);
+    println!("{md}");
+    eprintln!("report written to {}", o.out_dir.display());
+    if o.smoke {
+        // Smoke mode proves the driver still measures every figure.
+        let expected = [
+            ("simulator", "firehose → counting client"),
+            ("NATS JetStream json", "relay"),
+            ("Kafka (Tansu) avro", "relay"),
+            ("NATS JetStream avro", "ceiling (plain publisher)"),
+        ];
+        for (scenario, figure) in expected {
+            if !o.only.is_empty() {
+                break;
+            }
+            let v = report.median(scenario, figure).unwrap_or(0.0);
+            assert!(
+                v > 0.0,
+                "smoke: {scenario} / {figure} was not measured (got {v})"
+            );
+        }
+        let missing: Vec<_> = report
+            .rows
+            .iter()
+            .filter(|(_, v)| v.iter().any(|x| !x.is_finite() && !x.is_nan()))
+            .map(|((s, f, _), _)| format!("{s} / {f}"))
+            .collect();
+        assert!(missing.is_empty(), "smoke: infinite figures: {missing:?}");
+    }
+}
