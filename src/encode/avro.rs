@@ -3,9 +3,9 @@
 
 use std::sync::OnceLock;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::model::{DataSource, Envelope, Field, Ty};
+use crate::model::{DataSource, Envelope, Field, Level, Slot, Strings, Ty};
 
 pub const NAMESPACE: &str = "com.telavox.studio.v1";
 
@@ -124,46 +124,50 @@ fn string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn write_value(out: &mut Vec<u8>, f: &Field, v: &Value) {
-    // Union ["null", T]: index 0 is null.
-    if v.is_null() {
+fn write_slot(out: &mut Vec<u8>, sub: Option<&Level>, slot: &Slot, strings: &Strings) {
+    // Union ["null", T]: index 0 is null. Each field's type fixes its slot's
+    // variant (see `model::Slot`), so the slot alone says what to write.
+    if matches!(slot, Slot::Null) {
         out.push(0);
         return;
     }
     out.push(2); // zigzag(1)
-    match (&f.ty, v) {
-        (Ty::Long | Ty::Timestamp, _) => zigzag(out, v.as_i64().unwrap_or_default()),
-        (Ty::Bool, _) => out.push(u8::from(v.as_bool().unwrap_or_default())),
-        (Ty::Str | Ty::Json, Value::String(s)) => string(out, s),
-        (Ty::Str | Ty::Json, other) => string(out, &other.to_string()),
-        (Ty::StrList, Value::Array(items)) => {
+    match slot {
+        Slot::Null => {}
+        Slot::Int(n) => zigzag(out, *n),
+        Slot::Bool(b) => out.push(u8::from(*b)),
+        Slot::Str(s) => string(out, strings.get(*s)),
+        Slot::StrList(items) => {
             if !items.is_empty() {
                 zigzag(out, items.len() as i64);
                 for i in items {
-                    string(out, i.as_str().unwrap_or_default());
+                    string(out, strings.get(*i));
                 }
             }
             out.push(0);
         }
-        (Ty::Record(sub), Value::Object(o)) => write_record(out, sub, o),
-        (Ty::RecordList(sub), Value::Array(items)) => {
+        Slot::Record(slots) => write_record(
+            out,
+            sub.expect("record fields have a level"),
+            slots,
+            strings,
+        ),
+        Slot::List(items) => {
             if !items.is_empty() {
+                let sub = sub.expect("list fields have a level");
                 zigzag(out, items.len() as i64);
                 for i in items {
-                    write_record(out, sub, i.as_object().unwrap_or(&Map::new()));
+                    write_record(out, sub, i, strings);
                 }
             }
             out.push(0);
         }
-        // The normalizer guarantees shapes; an empty container keeps the datum valid regardless.
-        (Ty::StrList | Ty::RecordList(_), _) => out.push(0),
-        (Ty::Record(sub), _) => write_record(out, sub, &Map::new()),
     }
 }
 
-fn write_record(out: &mut Vec<u8>, fields: &[Field], o: &Map<String, Value>) {
-    for f in fields {
-        write_value(out, f, o.get(&f.name).unwrap_or(&Value::Null));
+fn write_record(out: &mut Vec<u8>, level: &Level, slots: &[Slot], strings: &Strings) {
+    for (i, s) in slots.iter().enumerate() {
+        write_slot(out, level.sub(i), s, strings);
     }
 }
 
@@ -175,11 +179,8 @@ pub fn write_envelope(out: &mut Vec<u8>, env: &Envelope) {
     string(out, env.origin.as_str());
     string(out, &env.tenant);
     zigzag(out, env.received_at_ms);
-    write_record(
-        out,
-        crate::model::schema::fields(env.source),
-        env.record.fields(),
-    );
+    let (level, slots, strings) = env.record.slots();
+    write_record(out, level, slots, strings);
     match env.record.extra_json() {
         None => out.push(0),
         Some(x) => {

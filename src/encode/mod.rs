@@ -8,11 +8,13 @@
 pub mod avro;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{json, Value};
 
 use crate::config::EncodingFormat;
-use crate::model::{DataSource, Envelope, Field, Ty};
+use crate::model::{write_i64, write_json_str, DataSource, Envelope, Field, Ty};
 
 /// Version of every schema this build writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -39,30 +41,47 @@ pub enum EncodeError {
 #[derive(Debug, Clone)]
 pub struct Encoder {
     format: EncodingFormat,
-    registry_ids: Option<HashMap<DataSource, u32>>,
+    /// Schema registry id per source ([`DataSource::index`]), when registered.
+    registry_ids: Option<[Option<u32>; DataSource::ALL.len()]>,
+    /// Size of the last payload per source: the next one's buffer is
+    /// allocated at about that size once, instead of growing by doubling
+    /// (which also leaves up to half of it unused while the message waits
+    /// for its ack). Only a hint: the bytes never depend on it.
+    size_hints: Arc<[AtomicUsize; DataSource::ALL.len()]>,
 }
 
 impl Encoder {
     pub fn new(format: EncodingFormat, registry_ids: Option<HashMap<DataSource, u32>>) -> Encoder {
         Encoder {
             format,
-            registry_ids,
+            registry_ids: registry_ids.map(|ids| DataSource::ALL.map(|s| ids.get(&s).copied())),
+            size_hints: Arc::new(std::array::from_fn(|_| AtomicUsize::new(1024))),
         }
     }
 
     pub fn encode(&self, env: &Envelope) -> Result<EncodedPayload, EncodeError> {
+        let hint = &self.size_hints[env.source.index()];
+        let capacity = hint.load(Ordering::Relaxed) + 64;
+        let encoded = self.encode_with_capacity(env, capacity)?;
+        hint.store(encoded.bytes.len(), Ordering::Relaxed);
+        Ok(encoded)
+    }
+
+    fn encode_with_capacity(
+        &self,
+        env: &Envelope,
+        capacity: usize,
+    ) -> Result<EncodedPayload, EncodeError> {
         match self.format {
             EncodingFormat::Json => Ok(EncodedPayload {
-                bytes: serde_json::to_vec(&json_envelope(env))
-                    .map_err(|e| EncodeError::Json(e.to_string()))?,
+                bytes: write_json_envelope(env, capacity),
                 content_type: CONTENT_TYPE_JSON,
             }),
             EncodingFormat::Avro => {
-                let mut bytes = Vec::with_capacity(1024);
+                let mut bytes = Vec::with_capacity(capacity);
                 match &self.registry_ids {
                     Some(ids) => {
-                        let id = ids
-                            .get(&env.source)
+                        let id = ids[env.source.index()]
                             .ok_or(EncodeError::MissingSchemaId(env.source))?;
                         bytes.push(0);
                         bytes.extend_from_slice(&id.to_be_bytes());
@@ -80,6 +99,34 @@ impl Encoder {
             }
         }
     }
+}
+
+/// The JSON payload of an envelope: the compact text of [`json_envelope`],
+/// byte for byte, written straight from the record's slots.
+fn write_json_envelope(env: &Envelope, capacity: usize) -> Vec<u8> {
+    let extra = env.record.extra_json();
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(b"{\"event_id\":");
+    write_json_str(&mut out, &env.event_id);
+    out.extend_from_slice(b",\"source\":");
+    write_json_str(&mut out, env.source.as_str());
+    out.extend_from_slice(b",\"schema_version\":");
+    write_i64(&mut out, i64::from(env.schema_version));
+    out.extend_from_slice(b",\"origin\":");
+    write_json_str(&mut out, env.origin.as_str());
+    out.extend_from_slice(b",\"tenant\":");
+    write_json_str(&mut out, &env.tenant);
+    out.extend_from_slice(b",\"received_at\":");
+    write_i64(&mut out, env.received_at_ms);
+    out.extend_from_slice(b",\"record\":");
+    env.record.write_json(&mut out);
+    out.extend_from_slice(b",\"extra\":");
+    match &extra {
+        Some(x) => write_json_str(&mut out, x),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    out
 }
 
 /// The JSON form of an envelope.
@@ -170,30 +217,89 @@ pub fn json_schema(source: DataSource) -> Value {
 /// CloudEvents binary-mode headers (Kafka / NATS), plus schema name and version.
 pub fn cloudevents_headers(env: &Envelope, content_type: &str) -> Vec<(String, String)> {
     let time_ms = env.record.event_time_ms().unwrap_or(env.received_at_ms);
-    let time = chrono::DateTime::from_timestamp_millis(time_ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let source = env.source.as_str();
+    let version = env.schema_version.to_string();
+    let ce_type = concat(&["com.telavox.studio.", source, ".v", &version]);
+    let ce_source = concat(&["telavox-studio/", &env.tenant, "/", source]);
     vec![
         ("ce_specversion".into(), "1.0".into()),
         ("ce_id".into(), env.event_id.clone()),
-        (
-            "ce_type".into(),
-            format!(
-                "com.telavox.studio.{}.v{}",
-                env.source.as_str(),
-                env.schema_version
-            ),
-        ),
-        (
-            "ce_source".into(),
-            format!("telavox-studio/{}/{}", env.tenant, env.source.as_str()),
-        ),
-        ("ce_time".into(), time),
+        ("ce_type".into(), ce_type),
+        ("ce_source".into(), ce_source),
+        ("ce_time".into(), rfc3339_millis(time_ms)),
         ("content-type".into(), content_type.into()),
-        ("schema_name".into(), schema_name(env.source)),
-        ("schema_version".into(), env.schema_version.to_string()),
+        ("schema_name".into(), schema_name_of(env.source).into()),
+        ("schema_version".into(), version),
         ("origin".into(), env.origin.as_str().into()),
     ]
+}
+
+/// [`schema_name`], computed once per source.
+fn schema_name_of(source: DataSource) -> &'static str {
+    static NAMES: OnceLock<Vec<String>> = OnceLock::new();
+    &NAMES.get_or_init(|| DataSource::ALL.iter().map(|s| schema_name(*s)).collect())[source.index()]
+}
+
+/// The parts, joined (one allocation, no formatting machinery).
+fn concat(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.push_str(p);
+    }
+    out
+}
+
+/// `2026-05-18T10:26:37.234Z`: what chrono's
+/// `to_rfc3339_opts(SecondsFormat::Millis, true)` writes for the instant
+/// (the epoch for one chrono cannot represent). Years 1970–9999 are written
+/// here directly; anything else goes through chrono.
+pub fn rfc3339_millis(ms: i64) -> String {
+    /// 10000-01-01T00:00:00Z.
+    const END_MS: i64 = 253_402_300_800_000;
+    if !(0..END_MS).contains(&ms) {
+        return chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    }
+    let days = ms / 86_400_000;
+    let in_day = ms % 86_400_000;
+    let (y, m, d) = civil_from_days(days);
+    let (hh, mm, ss, milli) = (
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000,
+    );
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y);
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, hh);
+    put(14, 2, mm);
+    put(17, 2, ss);
+    put(20, 3, milli);
+    std::str::from_utf8(&b).expect("ASCII digits").to_owned()
+}
+
+/// Days since 1970-01-01 (non-negative) → proleptic Gregorian (year, month,
+/// day), after Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 /// Fills a topic/subject template.
@@ -202,4 +308,44 @@ pub fn destination(template: &str, source: DataSource, version: u32, tenant: &st
         .replace("{source}", source.as_str())
         .replace("{version}", &version.to_string())
         .replace("{tenant}", tenant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        let chrono = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        let mut cases = vec![
+            0,
+            -1,
+            1,
+            999,
+            1000,
+            86_399_999,
+            86_400_000,
+            951_782_400_000,   // 2000-02-29
+            4_107_542_399_999, // 2100-02-28T23:59:59.999
+            253_402_300_799_999,
+            253_402_300_800_000,
+            i64::MIN,
+            i64::MAX,
+            -62_135_596_800_001,
+        ];
+        let mut n = 7i64;
+        for _ in 0..20_000 {
+            n = n
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            cases.extend([n.rem_euclid(253_402_300_800_000), n >> 10, n >> 30]);
+        }
+        for ms in cases {
+            assert_eq!(rfc3339_millis(ms), chrono(ms), "{ms}");
+        }
+    }
 }

@@ -6,13 +6,17 @@
 //! payload did not carry it), in schema order. Keys the schema does not know
 //! are kept in [`Record::extra`].
 
+mod compiled;
 mod normalize;
 pub mod schema;
 mod source;
 
+use std::sync::OnceLock;
+
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+pub(crate) use compiled::{compiled, Level};
 pub use normalize::{normalize_historic, normalize_live, NormalizeError};
 pub use schema::{Field, Ty};
 pub use source::DataSource;
@@ -38,60 +42,174 @@ impl Origin {
     }
 }
 
+/// The canonical value of one field. Each field's type fixes the variant
+/// (or `Null`), so records are stored by schema position rather than as
+/// JSON objects: no key strings, no hashing, nothing to look up by name on
+/// the per-event path. [`Record::fields`] gives the JSON view. (No
+/// `PartialEq`: equal strings may sit at different places of their buffers.)
+#[derive(Debug, Clone)]
+pub(crate) enum Slot {
+    Null,
+    /// `Long` and `Timestamp` (epoch millis).
+    Int(i64),
+    Bool(bool),
+    /// `Str`, and `Json` (as JSON text), in the record's [`Strings`].
+    Str(Span),
+    StrList(Vec<Span>),
+    /// A nested record: one slot per field of its level, in schema order.
+    Record(Vec<Slot>),
+    /// `RecordList`: one slot vector per item.
+    List(Vec<Vec<Slot>>),
+}
+
+/// Where one string of a record is in the record's [`Strings`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    start: usize,
+    end: usize,
+}
+
+/// Every string of one record, end to end in one buffer: one allocation
+/// per record instead of one per string.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Strings(String);
+
+impl Strings {
+    pub fn with_capacity(n: usize) -> Strings {
+        Strings(String::with_capacity(n))
+    }
+
+    pub fn push(&mut self, s: &str) -> Span {
+        let start = self.0.len();
+        self.0.push_str(s);
+        Span {
+            start,
+            end: self.0.len(),
+        }
+    }
+
+    /// Appends the `Display` text of `v` (a number's or JSON value's text).
+    pub fn push_display(&mut self, v: &impl std::fmt::Display) -> Span {
+        use std::fmt::Write;
+        let start = self.0.len();
+        write!(self.0, "{v}").expect("writing to a String cannot fail");
+        Span {
+            start,
+            end: self.0.len(),
+        }
+    }
+
+    pub fn get(&self, span: Span) -> &str {
+        &self.0[span.start..span.end]
+    }
+}
+
 /// One canonical record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Record {
     source: DataSource,
-    value: Map<String, Value>,
+    /// One slot per top-level field of the source, in schema order.
+    slots: Vec<Slot>,
+    /// The text of the slots' strings.
+    strings: Strings,
     /// Unknown fields, by dotted path, kept verbatim.
     pub extra: Map<String, Value>,
+    /// The JSON view of `slots`, built on first use of [`Record::fields`].
+    view: OnceLock<Map<String, Value>>,
+    /// The record's JSON text and event id, built together on first use.
+    canonical: OnceLock<Canonical>,
+}
+
+/// The compact JSON of all of a record's fields, and the event id. The id
+/// hashes the same text without the fields only one layer carries, so one
+/// pass writes the text and hashes it around those fields (and the JSON
+/// encoder then takes the text as it is).
+#[derive(Debug, Clone)]
+struct Canonical {
+    id: String,
+    json: Vec<u8>,
+}
+
+/// Equal content (the string buffers of equal records may be laid out
+/// differently, so the JSON views are compared; only tests compare records).
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source && self.extra == other.extra && self.fields() == other.fields()
+    }
 }
 
 impl Record {
+    pub(crate) fn new(
+        source: DataSource,
+        slots: Vec<Slot>,
+        strings: Strings,
+        extra: Map<String, Value>,
+    ) -> Self {
+        Record {
+            source,
+            slots,
+            strings,
+            extra,
+            view: OnceLock::new(),
+            canonical: OnceLock::new(),
+        }
+    }
+
     pub fn source(&self) -> DataSource {
         self.source
     }
 
     /// The canonical fields (snake_case, schema order, nulls included).
     pub fn fields(&self) -> &Map<String, Value> {
-        &self.value
+        self.view
+            .get_or_init(|| record_to_map(&compiled(self.source).root, &self.slots, &self.strings))
     }
 
     /// Canonical JSON of the record (without `extra`).
     pub fn to_json(&self) -> Value {
-        Value::Object(self.value.clone())
+        Value::Object(self.fields().clone())
     }
 
-    fn get(&self, path: &[&str]) -> Option<&Value> {
-        let mut cur = self.value.get(path[0])?;
-        for p in &path[1..] {
-            cur = cur.get(p)?;
+    /// The slots, their compiled level and their strings, for the encoders.
+    pub(crate) fn slots(&self) -> (&'static Level, &[Slot], &Strings) {
+        (&compiled(self.source).root, &self.slots, &self.strings)
+    }
+
+    /// The non-null slot at an index path (`None` through lists, as a
+    /// lookup by name in a JSON array finds nothing).
+    fn get(&self, path: Option<&Vec<usize>>) -> Option<&Slot> {
+        let (last, parents) = path?.split_last()?;
+        let mut cur: &[Slot] = &self.slots;
+        for i in parents {
+            match cur.get(*i)? {
+                Slot::Record(sub) => cur = sub,
+                _ => return None,
+            }
         }
-        (!cur.is_null()).then_some(cur)
+        cur.get(*last).filter(|s| !matches!(s, Slot::Null))
     }
 
     /// Kafka key: `id_call` for calls/queues/agents, the agent id for profile sources.
     pub fn partition_key(&self) -> Option<String> {
-        let v = match self.source {
-            DataSource::Calls | DataSource::Queues | DataSource::Agents => self.get(&["id_call"]),
-            DataSource::ProfileLive | DataSource::ProfileHistory => self.get(&["agent", "id"]),
-        }?;
-        Some(match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+        let c = compiled(self.source);
+        Some(match self.get(c.key_path.as_ref())? {
+            Slot::Str(s) => self.strings.get(*s).to_string(),
+            Slot::Int(i) => i.to_string(),
+            // Not reached with the current schema (both keys are strings
+            // or integers): the JSON text, as for any other value.
+            other => {
+                let path = c.key_path.as_deref()?;
+                slot_to_value(sub_level_at(&c.root, path), other, &self.strings).to_string()
+            }
         })
     }
 
     /// The record's own time: call/queue/agent start, profile slot start, profile start.
     pub fn event_time_ms(&self) -> Option<i64> {
-        match self.source {
-            DataSource::Calls | DataSource::Queues | DataSource::Agents => {
-                self.get(&["time", "start"])
-            }
-            DataSource::ProfileHistory => self.get(&["slot", "start_date"]),
-            DataSource::ProfileLive => self.get(&["profile", "active", "start_date"]),
-        }?
-        .as_i64()
+        match self.get(compiled(self.source).time_path.as_ref())? {
+            Slot::Int(i) => Some(*i),
+            _ => None,
+        }
     }
 
     pub fn unknown_field_count(&self) -> usize {
@@ -100,47 +218,323 @@ impl Record {
 
     /// `extra` as JSON text, or None when empty.
     pub fn extra_json(&self) -> Option<String> {
-        (!self.extra.is_empty()).then(|| Value::Object(self.extra.clone()).to_string())
+        // A map serializes exactly as the JSON object holding it would.
+        (!self.extra.is_empty())
+            .then(|| serde_json::to_string(&self.extra).expect("JSON values serialize"))
     }
 
     /// The deterministic event id: SHA-256 (first 128 bits, hex) of the source
     /// and the canonical content of the fields both layers carry (all fields
     /// for live-only sources). The same final record thus has the same id live
     /// and replayed; every change of a shared field gives a new id.
+    ///
+    /// The hashed text is the compact JSON of that projection (fields in
+    /// schema order): the record's JSON text with the other fields left out.
     pub fn event_id(&self) -> String {
-        let both = self.source.graphql_root().is_some();
-        let projected = project(schema::fields(self.source), &self.value, both);
-        let mut h = Sha256::new();
-        h.update(self.source.as_str().as_bytes());
-        h.update(b"\n");
-        h.update(Value::Object(projected).to_string().as_bytes());
-        hex::encode(&h.finalize()[..16])
+        self.canonical().id.clone()
+    }
+
+    /// Appends the compact JSON of the record (what `to_json()` serializes to).
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.canonical().json);
+    }
+
+    fn canonical(&self) -> &Canonical {
+        self.canonical.get_or_init(|| {
+            let root = &compiled(self.source).root;
+            let mut json = Vec::with_capacity(2 * self.strings.0.len() + 512);
+            let mut h = Sha256::new();
+            h.update(self.source.as_str().as_bytes());
+            h.update(b"\n");
+            if self.source.graphql_root().is_some() {
+                let mut hashing = Hashing { sha: h, from: 0 };
+                write_record_json_hashing_shared(
+                    &mut json,
+                    root,
+                    &self.slots,
+                    &self.strings,
+                    &mut hashing,
+                );
+                h = hashing.sha;
+                h.update(&json[hashing.from..]);
+            } else {
+                // Live only: every field counts, the hashed text is the record's.
+                write_record_json(&mut json, root, &self.slots, &self.strings);
+                h.update(&json);
+            }
+            Canonical {
+                id: hex::encode(&h.finalize()[..16]),
+                json,
+            }
+        })
     }
 }
 
-fn project(fields: &[Field], value: &Map<String, Value>, both_only: bool) -> Map<String, Value> {
-    let mut out = Map::new();
-    for f in fields {
-        if both_only && !f.in_both() {
-            continue;
+/// The sub-level of the last field of `path`, if it is a record field.
+fn sub_level_at<'a>(root: &'a Level, path: &[usize]) -> Option<&'a Level> {
+    let mut level = root;
+    for (depth, i) in path.iter().enumerate() {
+        let sub = level.sub(*i);
+        if depth + 1 == path.len() {
+            return sub;
         }
-        let v = value.get(&f.name).unwrap_or(&Value::Null);
-        let v = match (&f.ty, v) {
-            (Ty::Record(sub), Value::Object(o)) => Value::Object(project(sub, o, both_only)),
-            (Ty::RecordList(sub), Value::Array(items)) => Value::Array(
-                items
-                    .iter()
-                    .map(|i| match i {
-                        Value::Object(o) => Value::Object(project(sub, o, both_only)),
-                        other => other.clone(),
-                    })
-                    .collect(),
-            ),
-            _ => v.clone(),
-        };
-        out.insert(f.name.clone(), v);
+        level = sub?;
+    }
+    None
+}
+
+fn record_to_map(level: &Level, slots: &[Slot], strings: &Strings) -> Map<String, Value> {
+    let mut out = Map::with_capacity(slots.len());
+    for (i, (f, s)) in level.fields.iter().zip(slots).enumerate() {
+        out.insert(f.name.clone(), slot_to_value(level.sub(i), s, strings));
     }
     out
+}
+
+/// One slot as JSON; `sub` is the field's level for records and lists.
+fn slot_to_value(sub: Option<&Level>, s: &Slot, strings: &Strings) -> Value {
+    let record = |slots: &[Slot]| match sub {
+        Some(l) => Value::Object(record_to_map(l, slots, strings)),
+        None => unreachable!("record and list fields have a level"),
+    };
+    let string = |span: &Span| Value::String(strings.get(*span).to_string());
+    match s {
+        Slot::Null => Value::Null,
+        Slot::Int(i) => Value::from(*i),
+        Slot::Bool(b) => Value::Bool(*b),
+        Slot::Str(span) => string(span),
+        Slot::StrList(items) => Value::Array(items.iter().map(string).collect()),
+        Slot::Record(slots) => record(slots),
+        Slot::List(items) => Value::Array(items.iter().map(|i| record(i)).collect()),
+    }
+}
+
+/// Appends the compact JSON object of a record: what serde_json writes for
+/// the same fields as a `Value`.
+fn write_record_json(out: &mut Vec<u8>, level: &Level, slots: &[Slot], strings: &Strings) {
+    out.push(b'{');
+    for (i, s) in slots.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(level.json_key(i));
+        match s {
+            Slot::Record(sub) => {
+                let l = level.sub(i).expect("record fields have a level");
+                write_record_json(out, l, sub, strings);
+            }
+            Slot::List(items) => {
+                let l = level.sub(i).expect("list fields have a level");
+                out.push(b'[');
+                for (j, item) in items.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    write_record_json(out, l, item, strings);
+                }
+                out.push(b']');
+            }
+            scalar => write_scalar_json(out, scalar, strings),
+        }
+    }
+    out.push(b'}');
+}
+
+/// Feeds a hash with the text written so far, minus the ranges skipped.
+struct Hashing {
+    sha: Sha256,
+    /// Start of the written text not yet hashed.
+    from: usize,
+}
+
+impl Hashing {
+    /// Hashes up to `start`, leaves `start..end` out.
+    fn skip(&mut self, out: &[u8], start: usize, end: usize) {
+        self.sha.update(&out[self.from..start]);
+        self.from = end;
+    }
+}
+
+/// [`write_record_json`], hashing (through `hashing`) the text the reference
+/// projection would write: only the fields both layers carry, at every
+/// level. That text is this one with each other field (and its comma) left
+/// out, and the comma before the first field kept at a level.
+fn write_record_json_hashing_shared(
+    out: &mut Vec<u8>,
+    level: &Level,
+    slots: &[Slot],
+    strings: &Strings,
+    hashing: &mut Hashing,
+) {
+    out.push(b'{');
+    let mut kept_any = false;
+    for (i, s) in slots.iter().enumerate() {
+        let start = out.len();
+        if i > 0 {
+            out.push(b',');
+        }
+        let keep = level.in_both(i);
+        if keep && !kept_any && i > 0 {
+            hashing.skip(out, start, start + 1);
+        }
+        kept_any |= keep;
+        out.extend_from_slice(level.json_key(i));
+        match s {
+            Slot::Record(sub) => {
+                let l = level.sub(i).expect("record fields have a level");
+                if keep {
+                    write_record_json_hashing_shared(out, l, sub, strings, hashing);
+                } else {
+                    write_record_json(out, l, sub, strings);
+                }
+            }
+            Slot::List(items) => {
+                let l = level.sub(i).expect("list fields have a level");
+                out.push(b'[');
+                for (j, item) in items.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    if keep {
+                        write_record_json_hashing_shared(out, l, item, strings, hashing);
+                    } else {
+                        write_record_json(out, l, item, strings);
+                    }
+                }
+                out.push(b']');
+            }
+            scalar => write_scalar_json(out, scalar, strings),
+        }
+        if !keep {
+            hashing.skip(out, start, out.len());
+        }
+    }
+    out.push(b'}');
+}
+
+// Inlined into the record writers: it runs for every field.
+#[inline(always)]
+fn write_scalar_json(out: &mut Vec<u8>, s: &Slot, strings: &Strings) {
+    match s {
+        Slot::Null => out.extend_from_slice(b"null"),
+        Slot::Int(n) => write_i64(out, *n),
+        Slot::Bool(true) => out.extend_from_slice(b"true"),
+        Slot::Bool(false) => out.extend_from_slice(b"false"),
+        Slot::Str(s) => write_json_str(out, strings.get(*s)),
+        Slot::StrList(items) => {
+            out.push(b'[');
+            for (j, item) in items.iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                write_json_str(out, strings.get(*item));
+            }
+            out.push(b']');
+        }
+        Slot::Record(_) | Slot::List(_) => unreachable!("records are written by their level"),
+    }
+}
+
+/// Decimal text of `n`, as serde_json (itoa) writes it: two digits a step.
+pub(crate) fn write_i64(out: &mut Vec<u8>, n: i64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut buf = [0u8; 20];
+    let mut pos = buf.len();
+    let mut u = n.unsigned_abs();
+    while u >= 100 {
+        let r = (u % 100) as usize * 2;
+        u /= 100;
+        pos -= 2;
+        buf[pos..pos + 2].copy_from_slice(&PAIRS[r..r + 2]);
+    }
+    if u >= 10 {
+        let r = u as usize * 2;
+        pos -= 2;
+        buf[pos..pos + 2].copy_from_slice(&PAIRS[r..r + 2]);
+    } else {
+        pos -= 1;
+        buf[pos] = b'0' + u as u8;
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[pos..]);
+}
+
+/// How serde_json escapes each byte of a string: 0 = as is, `u` = `\u00XX`,
+/// anything else = a backslash and that letter.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0A] = b'n';
+    t[0x0C] = b'f';
+    t[0x0D] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// A JSON string literal, escaped exactly as serde_json does (`"`, `\\` and
+/// control characters; nothing else, not even `/` or non-ASCII).
+pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rest = s.as_bytes();
+    out.reserve(rest.len() + 2);
+    out.push(b'"');
+    while let Some(i) = find_json_special(rest) {
+        out.extend_from_slice(&rest[..i]);
+        let b = rest[i];
+        match ESCAPE[b as usize] {
+            b'u' => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xF) as usize],
+            ]),
+            e => out.extend_from_slice(&[b'\\', e]),
+        }
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
+    out.push(b'"');
+}
+
+/// Position of the first byte that is special in a JSON string (`"`, `\\`
+/// or a control character), eight bytes at a time.
+pub(crate) fn find_json_special(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Per byte: high bit set where the byte is zero. Exact for the lowest
+    // flagged byte (borrows only run upwards), which is all that is used.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let special = (w.wrapping_sub(ONES * 0x20) & !w
+            | zero(w ^ (ONES * u64::from(b'"')))
+            | zero(w ^ (ONES * u64::from(b'\\'))))
+            & HIGH;
+        if special != 0 {
+            return Some(at + special.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&b| ESCAPE[b as usize] != 0)
+        .map(|i| at + i)
 }
 
 /// A record with its envelope: what goes on the wire.
@@ -187,4 +581,58 @@ pub fn graphql_selection(source: DataSource) -> String {
     let mut out = String::new();
     walk(schema::fields(source), &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut cases: Vec<String> = (0u8..=0x7f)
+            .map(|b| format!("ab{}cdefghij", b as char))
+            .collect();
+        cases.extend(
+            [
+                "",
+                "plain",
+                "exactly8",
+                "Lars Hilvéus ✓ 🎉",
+                "q\"u\\o/te",
+                "\u{0}\u{1f}\u{7f}\t\n\r\u{8}\u{c}",
+                "long string without anything to escape in it at all",
+                "long string with an escape at the very end of it\"",
+            ]
+            .map(String::from),
+        );
+        for s in cases {
+            let mut ours = Vec::new();
+            write_json_str(&mut ours, &s);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&s).unwrap(),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn integers_are_written_as_serde_json_writes_them() {
+        let mut n = 1i64;
+        let mut cases = vec![0, -1, 9, 10, 99, 100, 101, i64::MIN, i64::MAX, i64::MIN + 1];
+        for _ in 0..200 {
+            n = n
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            cases.extend([n, n >> 20, n >> 40, n >> 55]);
+        }
+        for n in cases {
+            let mut ours = Vec::new();
+            write_i64(&mut ours, n);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&n).unwrap()
+            );
+        }
+    }
 }

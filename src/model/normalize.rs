@@ -12,10 +12,13 @@
 //!
 //! Keys the schema does not know are kept in `extra` (path → value), never dropped.
 
-use serde_json::{Map, Value};
+use std::fmt;
 
-use super::schema::{Field, Ty, FOLDED};
-use super::{DataSource, Record};
+use serde_json::{Map, Number, Value};
+
+use super::compiled::{compiled, Level};
+use super::schema::{Field, Ty};
+use super::{find_json_special, DataSource, Record, Slot, Span, Strings};
 
 /// Deepest nesting accepted; the schema itself is at most 4 levels deep.
 const MAX_DEPTH: usize = 32;
@@ -40,10 +43,24 @@ impl NormalizeError {
 struct Ctx {
     source: DataSource,
     live: bool,
+    strings: Strings,
     extra: Map<String, Value>,
 }
 
 impl Ctx {
+    fn new(source: DataSource, live: bool, capacity: usize) -> Ctx {
+        Ctx {
+            source,
+            live,
+            strings: Strings::with_capacity(capacity),
+            extra: Map::new(),
+        }
+    }
+
+    fn str_list(&mut self, items: Vec<String>) -> Vec<Span> {
+        items.iter().map(|s| self.strings.push(s)).collect()
+    }
+
     fn err(&self, reason: &'static str, detail: String) -> NormalizeError {
         NormalizeError {
             source_name: self.source.as_str(),
@@ -55,13 +72,20 @@ impl Ctx {
 }
 
 /// Normalizes a live frame's bytes.
+///
+/// Two ways to the same result. The fast way converts while parsing,
+/// straight from the text into the record's slots (no JSON tree for known
+/// fields). It only ever succeeds, or gives up; it gives up on anything it
+/// cannot prove it handles exactly as the reference way does (invalid JSON,
+/// a value of the wrong type, a repeated key, deep nesting) and the reference
+/// way then runs: parse the whole text to a JSON value, convert that. That
+/// way decides every error and its message.
 pub fn normalize_live(source: DataSource, raw: &[u8]) -> Result<Record, NormalizeError> {
-    let ctx = Ctx {
-        source,
-        live: true,
-        extra: Map::new(),
-    };
+    let ctx = Ctx::new(source, true, 0);
     let text = std::str::from_utf8(raw).map_err(|e| ctx.err("invalid_utf8", e.to_string()))?;
+    if let Some(record) = fast::normalize(source, text) {
+        return Ok(record);
+    }
     if nesting_depth(text) > MAX_DEPTH {
         return Err(ctx.err("too_deep", format!("nesting deeper than {MAX_DEPTH}")));
     }
@@ -72,14 +96,7 @@ pub fn normalize_live(source: DataSource, raw: &[u8]) -> Result<Record, Normaliz
 
 /// Normalizes one historic (GraphQL) record.
 pub fn normalize_historic(source: DataSource, value: &Value) -> Result<Record, NormalizeError> {
-    normalize(
-        Ctx {
-            source,
-            live: false,
-            extra: Map::new(),
-        },
-        value,
-    )
+    normalize(Ctx::new(source, false, 256), value)
 }
 
 fn normalize(mut ctx: Ctx, value: &Value) -> Result<Record, NormalizeError> {
@@ -89,13 +106,9 @@ fn normalize(mut ctx: Ctx, value: &Value) -> Result<Record, NormalizeError> {
             format!("expected a JSON object, got {}", kind(value)),
         ));
     };
-    let fields = super::schema::fields(ctx.source);
-    let out = record(&mut ctx, fields, obj, "")?;
-    Ok(Record {
-        source: ctx.source,
-        value: out,
-        extra: ctx.extra,
-    })
+    let root = &compiled(ctx.source).root;
+    let slots = record(&mut ctx, root, obj, Path::Root)?;
+    Ok(Record::new(ctx.source, slots, ctx.strings, ctx.extra))
 }
 
 fn nesting_depth(text: &str) -> usize {
@@ -123,6 +136,16 @@ fn nesting_depth(text: &str) -> usize {
     max
 }
 
+/// Nesting depth of a value: 0 for scalars, 1 + the deepest child for
+/// containers (what `nesting_depth` counts for its text).
+fn value_depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(value_depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(value_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -142,82 +165,117 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// Where a value sits (`a.b[2].c`), kept as a chain on the stack and only
+/// written out for an error message or an unknown field's `extra` key.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root,
+    /// A field (or unknown key) of the record at the parent path.
+    Key(&'a Path<'a>, &'a str),
+    /// Item `n` of the list at the parent path.
+    Item(&'a Path<'a>, usize),
+}
+
+impl Path<'_> {
+    fn render(&self) -> String {
+        match self {
+            Path::Root => String::new(),
+            Path::Key(parent, key) => join(&parent.render(), key),
+            Path::Item(parent, n) => format!("{}[{n}]", parent.render()),
+        }
+    }
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+/// The reference conversion of one JSON object into the slots of `level`.
 fn record(
     ctx: &mut Ctx,
-    fields: &[Field],
+    level: &'static Level,
     obj: &Map<String, Value>,
-    path: &str,
-) -> Result<Map<String, Value>, NormalizeError> {
-    let mut out = Map::with_capacity(fields.len());
+    path: Path<'_>,
+) -> Result<Vec<Slot>, NormalizeError> {
+    let mut slots = vec![Slot::Null; level.fields.len()];
     let mut folded: Vec<(usize, usize, &Value)> = Vec::new(); // (field index, slot number, value)
     for (key, v) in obj {
         if ctx.live {
-            if let Some((fi, n)) = fold_slot(fields, key) {
+            if let Some((fi, n)) = level.fold_slot(key) {
                 folded.push((fi, n, v));
                 continue;
             }
         }
-        let field = fields.iter().find(|f| if ctx.live { f.live.as_deref() } else { f.historic.as_deref() } == Some(key));
-        match field {
-            Some(f) => {
-                let child = join(path, &f.name);
-                let value = convert(ctx, f, v, &child)?;
-                out.insert(f.name.clone(), value);
+        match level.index(ctx.live, key) {
+            Some(fi) => {
+                let f = &level.fields[fi];
+                slots[fi] = convert(ctx, f, level.sub(fi), v, Path::Key(&path, &f.name))?;
             }
             None => {
-                ctx.extra.insert(join(path, key), v.clone());
+                ctx.extra.insert(join(&path.render(), key), v.clone());
             }
         }
     }
-    // Fill the canonical shape: every field present, in schema order.
-    let mut ordered = Map::with_capacity(fields.len());
-    for (i, f) in fields.iter().enumerate() {
-        let mut slots: Vec<(usize, &Value)> = folded
+    fold(ctx, level, &folded, path, &mut slots)?;
+    Ok(slots)
+}
+
+/// The folded slots (`extra_profile_available_3`, …) of one record become
+/// their list fields, in slot-number order; after the record's other keys.
+fn fold(
+    ctx: &mut Ctx,
+    level: &'static Level,
+    folded: &[(usize, usize, &Value)],
+    path: Path<'_>,
+    slots: &mut [Slot],
+) -> Result<(), NormalizeError> {
+    if folded.is_empty() {
+        return Ok(());
+    }
+    for (i, f) in level.fields.iter().enumerate() {
+        let mut items: Vec<(usize, &Value)> = folded
             .iter()
             .filter(|(fi, _, _)| *fi == i)
             .map(|(_, n, v)| (*n, *v))
             .collect();
-        if !slots.is_empty() {
-            slots.sort_by_key(|(n, _)| *n);
-            let Ty::RecordList(sub) = &f.ty else {
-                unreachable!("folded fields are record lists")
-            };
-            let mut list = Vec::new();
-            for (n, v) in slots {
-                let p = format!("{}[{n}]", join(path, &f.name));
-                match v {
-                    Value::Null => {}
-                    Value::Object(o) => list.push(Value::Object(record(ctx, sub, o, &p)?)),
-                    other => {
-                        return Err(ctx.err(
-                            "wrong_type",
-                            format!("{p}: expected an object, got {}", kind(other)),
-                        ))
-                    }
-                }
-            }
-            ordered.insert(f.name.clone(), Value::Array(list));
+        if items.is_empty() {
             continue;
         }
-        ordered.insert(f.name.clone(), out.remove(&f.name).unwrap_or(Value::Null));
+        items.sort_by_key(|(n, _)| *n);
+        let Some(sub) = level.sub(i) else {
+            unreachable!("folded fields are record lists")
+        };
+        let field_path = Path::Key(&path, &f.name);
+        let mut list = Vec::new();
+        for (n, v) in items {
+            let p = Path::Item(&field_path, n);
+            match v {
+                Value::Null => {}
+                Value::Object(o) => list.push(record(ctx, sub, o, p)?),
+                other => {
+                    return Err(ctx.err(
+                        "wrong_type",
+                        format!("{p}: expected an object, got {}", kind(other)),
+                    ))
+                }
+            }
+        }
+        slots[i] = Slot::List(list);
     }
-    Ok(ordered)
+    Ok(())
 }
 
-/// `extra_profile_available_3` → (index of the folded field, 3).
-fn fold_slot(fields: &[Field], key: &str) -> Option<(usize, usize)> {
-    let (prefix, name, max) = FOLDED.iter().find(|(p, _, _)| key.starts_with(p))?;
-    let n: usize = key[prefix.len()..].parse().ok()?;
-    if n == 0 || n > *max {
-        return None;
-    }
-    let fi = fields.iter().position(|f| f.name == *name)?;
-    Some((fi, n))
-}
-
-fn convert(ctx: &mut Ctx, f: &Field, v: &Value, path: &str) -> Result<Value, NormalizeError> {
+fn convert(
+    ctx: &mut Ctx,
+    f: &Field,
+    sub: Option<&'static Level>,
+    v: &Value,
+    path: Path<'_>,
+) -> Result<Slot, NormalizeError> {
     if v.is_null() {
-        return Ok(Value::Null);
+        return Ok(Slot::Null);
     }
     let wrong = |ctx: &Ctx, want: &str| {
         ctx.err(
@@ -225,38 +283,39 @@ fn convert(ctx: &mut Ctx, f: &Field, v: &Value, path: &str) -> Result<Value, Nor
             format!("{path}: expected {want}, got {}", kind(v)),
         )
     };
-    Ok(match &f.ty {
-        Ty::Long => Value::from(as_long(v).ok_or_else(|| wrong(ctx, "an integer"))?),
-        Ty::Timestamp => Value::from(as_millis(v).ok_or_else(|| wrong(ctx, "a time"))?),
-        Ty::Str => match v {
-            Value::String(s) => Value::String(s.clone()),
-            Value::Number(n) => Value::String(n.to_string()),
-            Value::Bool(b) => Value::String(b.to_string()),
+    Ok(match (&f.ty, sub) {
+        (Ty::Long, _) => Slot::Int(as_long(v).ok_or_else(|| wrong(ctx, "an integer"))?),
+        (Ty::Timestamp, _) => Slot::Int(as_millis(v).ok_or_else(|| wrong(ctx, "a time"))?),
+        (Ty::Str, _) => match v {
+            Value::String(s) => Slot::Str(ctx.strings.push(s)),
+            Value::Number(n) => Slot::Str(ctx.strings.push_display(n)),
+            Value::Bool(b) => Slot::Str(ctx.strings.push_display(b)),
             _ => return Err(wrong(ctx, "a string")),
         },
-        Ty::Bool => match v {
-            Value::Bool(b) => Value::Bool(*b),
-            Value::Number(n) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => {
-                Value::Bool(n.as_i64() == Some(1))
+        (Ty::Bool, _) => match v {
+            Value::Bool(b) => Slot::Bool(*b),
+            Value::Number(n) => {
+                Slot::Bool(number_as_bool(n).ok_or_else(|| wrong(ctx, "a boolean"))?)
             }
-            Value::String(s) if s == "true" || s == "false" => Value::Bool(s == "true"),
+            Value::String(s) => Slot::Bool(str_as_bool(s).ok_or_else(|| wrong(ctx, "a boolean"))?),
             _ => return Err(wrong(ctx, "a boolean")),
         },
-        Ty::StrList => Value::Array(as_str_list(v).ok_or_else(|| wrong(ctx, "a list of strings"))?),
-        Ty::Json => Value::String(v.to_string()),
-        Ty::Record(sub) => match v {
-            Value::Object(o) => Value::Object(record(ctx, sub, o, path)?),
+        (Ty::StrList, _) => {
+            let items = str_items(v).ok_or_else(|| wrong(ctx, "a list of strings"))?;
+            Slot::StrList(ctx.str_list(items))
+        }
+        (Ty::Json, _) => Slot::Str(ctx.strings.push_display(v)),
+        (Ty::Record(_), Some(sub)) => match v {
+            Value::Object(o) => Slot::Record(record(ctx, sub, o, path)?),
             _ => return Err(wrong(ctx, "an object")),
         },
-        Ty::RecordList(sub) => match v {
-            Value::Object(o) => Value::Array(vec![Value::Object(record(ctx, sub, o, path)?)]),
+        (Ty::RecordList(_), Some(sub)) => match v {
+            Value::Object(o) => Slot::List(vec![record(ctx, sub, o, path)?]),
             Value::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     match item {
-                        Value::Object(o) => {
-                            out.push(Value::Object(record(ctx, sub, o, &format!("{path}[{i}]"))?))
-                        }
+                        Value::Object(o) => out.push(record(ctx, sub, o, Path::Item(&path, i))?),
                         other => {
                             return Err(ctx.err(
                                 "wrong_type",
@@ -265,21 +324,32 @@ fn convert(ctx: &mut Ctx, f: &Field, v: &Value, path: &str) -> Result<Value, Nor
                         }
                     }
                 }
-                Value::Array(out)
+                Slot::List(out)
             }
             _ => return Err(wrong(ctx, "a list of objects")),
         },
+        (Ty::Record(_) | Ty::RecordList(_), None) => unreachable!("record fields have a level"),
     })
+}
+
+// ---- coercions, shared by both ways ----
+
+fn number_as_long(n: &Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+            .map(|f| f as i64)
+    })
+}
+
+fn str_as_long(s: &str) -> Option<i64> {
+    s.trim().parse().ok()
 }
 
 fn as_long(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
-                .map(|f| f as i64)
-        }),
-        Value::String(s) => s.trim().parse().ok(),
+        Value::Number(n) => number_as_long(n),
+        Value::String(s) => str_as_long(s),
         Value::Bool(b) => Some(i64::from(*b)),
         _ => None,
     }
@@ -294,59 +364,522 @@ fn number_to_millis(f: f64) -> Option<i64> {
     (ms.abs() < 9.0e15).then(|| ms.round() as i64)
 }
 
+fn number_as_millis(n: &Number) -> Option<i64> {
+    match n.as_i64() {
+        // `checked_abs`: i64::MIN has no absolute value; it is no time either.
+        Some(i) if i.checked_abs().is_some_and(|a| a >= 100_000_000_000) => Some(i),
+        _ => number_to_millis(n.as_f64()?),
+    }
+}
+
+fn str_as_millis(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(f) = s.parse::<f64>() {
+        return number_to_millis(f);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|t| t.and_utc().timestamp_millis())
+        })
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+                .ok()
+                .map(|t| t.and_utc().timestamp_millis())
+        })
+}
+
 fn as_millis(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => match n.as_i64() {
-            Some(i) if i.abs() >= 100_000_000_000 => Some(i),
-            _ => number_to_millis(n.as_f64()?),
-        },
-        Value::String(s) => {
-            let s = s.trim();
-            if let Ok(f) = s.parse::<f64>() {
-                return number_to_millis(f);
-            }
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.timestamp_millis())
-                .ok()
-                .or_else(|| {
-                    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-                        .ok()
-                        .map(|t| t.and_utc().timestamp_millis())
-                })
-                .or_else(|| {
-                    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
-                        .ok()
-                        .map(|t| t.and_utc().timestamp_millis())
-                })
-        }
+        Value::Number(n) => number_as_millis(n),
+        Value::String(s) => str_as_millis(s),
         _ => None,
     }
 }
 
-fn as_str_list(v: &Value) -> Option<Vec<Value>> {
+fn number_as_bool(n: &Number) -> Option<bool> {
+    match n.as_i64() {
+        Some(0) => Some(false),
+        Some(1) => Some(true),
+        _ => None,
+    }
+}
+
+fn str_as_bool(s: &str) -> Option<bool> {
+    match s {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+fn str_as_str_list(s: &str) -> Option<Vec<String>> {
+    let t = s.trim();
+    if t.starts_with('[') {
+        let parsed: Value = serde_json::from_str(t).ok()?;
+        return str_items(&parsed).filter(|_| parsed.is_array());
+    }
+    Some(
+        t.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(String::from)
+            .collect(),
+    )
+}
+
+/// The strings of a `StrList` value (see the module comment), or None.
+fn str_items(v: &Value) -> Option<Vec<String>> {
     let item = |x: &Value| match x {
-        Value::String(s) => Some(Value::String(s.clone())),
-        Value::Number(n) => Some(Value::String(n.to_string())),
-        Value::Bool(b) => Some(Value::String(b.to_string())),
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
         _ => None,
     };
     match v {
         Value::Array(items) => items.iter().map(item).collect(),
-        Value::String(s) => {
-            let t = s.trim();
-            if t.starts_with('[') {
-                let parsed: Value = serde_json::from_str(t).ok()?;
-                return as_str_list(&parsed).filter(|_| parsed.is_array());
-            }
-            Some(
-                t.split(',')
-                    .map(str::trim)
-                    .filter(|x| !x.is_empty())
-                    .map(|x| Value::String(x.into()))
-                    .collect(),
-            )
-        }
+        Value::String(s) => str_as_str_list(s),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+fn as_str_list(v: &Value) -> Option<Vec<Value>> {
+    str_items(v).map(|items| items.into_iter().map(Value::String).collect())
+}
+
+/// The fast way: one pass over the text, walking the compiled schema, known
+/// values converted as they are read (no JSON tree, no key strings kept).
+///
+/// It only reads the plain forms itself: unescaped strings, integers that fit
+/// 64 bits, `true`/`false`/`null`, objects and arrays. Everything else is
+/// handed to serde_json, so that every value means exactly what it means to
+/// the reference way: strings with escapes and other numbers are parsed by
+/// serde_json from their own text, and values kept whole (unknown fields,
+/// folded slots, `Json` fields) are parsed by serde_json from the text they
+/// span. Anything not accepted (a syntax error, a value of the wrong type, a
+/// repeated key, deep nesting) gives up, and the reference way decides.
+mod fast {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    pub(super) fn normalize(source: DataSource, text: &str) -> Option<Record> {
+        // A record's strings are part of its text: half of it is a fair first
+        // guess at their size (capped, as a bad frame may be large).
+        let mut ctx = Ctx::new(source, true, (text.len() / 2).min(16 << 10));
+        let mut p = Parser {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+        };
+        p.ws();
+        p.eat(b'{')?;
+        let slots = p.record(&mut ctx, &compiled(source).root, Path::Root, 1)?;
+        p.ws();
+        (p.at == p.bytes.len()).then(|| Record::new(source, slots, ctx.strings, ctx.extra))
+    }
+
+    /// Accepts a value kept whole at nesting `depth` unless it nests too deep.
+    fn within_depth(v: &Value, depth: usize) -> bool {
+        depth + value_depth(v) <= MAX_DEPTH
+    }
+
+    /// Which fields of a record were seen: a repeated key gives up (the
+    /// reference parse keeps only a repeated key's last value).
+    struct Seen([u64; 4]);
+
+    impl Seen {
+        /// False if `i` was already seen (or is out of range).
+        fn insert(&mut self, i: usize) -> bool {
+            let Some(word) = self.0.get_mut(i / 64) else {
+                return false;
+            };
+            let bit = 1u64 << (i % 64);
+            let new = *word & bit == 0;
+            *word |= bit;
+            new
+        }
+    }
+
+    // What a scalar of each JSON kind becomes in a field of type `ty`, as
+    // `convert` converts it; None where `convert` fails.
+
+    fn from_str(ctx: &mut Ctx, ty: &Ty, s: &str) -> Option<Slot> {
+        match ty {
+            Ty::Long => str_as_long(s).map(Slot::Int),
+            Ty::Timestamp => str_as_millis(s).map(Slot::Int),
+            Ty::Str => Some(Slot::Str(ctx.strings.push(s))),
+            Ty::Bool => str_as_bool(s).map(Slot::Bool),
+            Ty::StrList => str_as_str_list(s).map(|items| Slot::StrList(ctx.str_list(items))),
+            _ => None,
+        }
+    }
+
+    fn from_number(ctx: &mut Ctx, ty: &Ty, n: &Number) -> Option<Slot> {
+        match ty {
+            Ty::Long => number_as_long(n).map(Slot::Int),
+            Ty::Timestamp => number_as_millis(n).map(Slot::Int),
+            Ty::Str => Some(Slot::Str(ctx.strings.push_display(n))),
+            Ty::Bool => number_as_bool(n).map(Slot::Bool),
+            _ => None,
+        }
+    }
+
+    fn from_bool(ctx: &mut Ctx, ty: &Ty, b: bool) -> Option<Slot> {
+        match ty {
+            Ty::Long => Some(Slot::Int(i64::from(b))),
+            Ty::Str => Some(Slot::Str(ctx.strings.push_display(&b))),
+            Ty::Bool => Some(Slot::Bool(b)),
+            _ => None,
+        }
+    }
+
+    struct Parser<'t> {
+        text: &'t str,
+        bytes: &'t [u8],
+        at: usize,
+    }
+
+    impl<'t> Parser<'t> {
+        /// JSON whitespace, as serde_json skips it.
+        fn ws(&mut self) {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
+                self.at += 1;
+            }
+        }
+
+        fn peek(&self) -> Option<u8> {
+            self.bytes.get(self.at).copied()
+        }
+
+        fn eat(&mut self, b: u8) -> Option<()> {
+            (self.peek()? == b).then(|| self.at += 1)
+        }
+
+        fn literal(&mut self, word: &[u8]) -> Option<()> {
+            let end = self.at + word.len();
+            (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
+        }
+
+        /// One record's members, after its `{`; `depth` is the record's nesting.
+        fn record(
+            &mut self,
+            ctx: &mut Ctx,
+            level: &'static Level,
+            path: Path<'_>,
+            depth: usize,
+        ) -> Option<Vec<Slot>> {
+            let mut slots = Vec::with_capacity(level.fields.len());
+            slots.resize_with(level.fields.len(), || Slot::Null);
+            let mut seen = Seen([0; 4]);
+            // (field index, slot number, value, key); converted after the other keys.
+            let mut folded: Vec<(usize, usize, Value, String)> = Vec::new();
+            self.ws();
+            if self.eat(b'}').is_none() {
+                loop {
+                    self.ws();
+                    let key = self.string()?;
+                    self.ws();
+                    self.eat(b':')?;
+                    self.ws();
+                    if let Some((fi, n)) = level.fold_slot(&key) {
+                        let v = self.whole_value()?;
+                        if !within_depth(&v, depth) || folded.iter().any(|x| x.3 == *key) {
+                            return None;
+                        }
+                        folded.push((fi, n, v, key.into_owned()));
+                    } else if let Some(fi) = level.index(true, &key) {
+                        if !seen.insert(fi) {
+                            return None;
+                        }
+                        let f = &level.fields[fi];
+                        let child = Path::Key(&path, &f.name);
+                        slots[fi] = self.field(ctx, f, level.sub(fi), child, depth)?;
+                    } else {
+                        let v = self.whole_value()?;
+                        let at = join(&path.render(), &key);
+                        // A path met twice (a repeated key, or `a.b` next to
+                        // `a: {b}`) is left to the reference way's ordering.
+                        if !within_depth(&v, depth) || ctx.extra.contains_key(&at) {
+                            return None;
+                        }
+                        ctx.extra.insert(at, v);
+                    }
+                    self.ws();
+                    match self.peek()? {
+                        b',' => self.at += 1,
+                        b'}' => {
+                            self.at += 1;
+                            break;
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            if !folded.is_empty() {
+                let refs: Vec<(usize, usize, &Value)> =
+                    folded.iter().map(|(fi, n, v, _)| (*fi, *n, v)).collect();
+                fold(ctx, level, &refs, path, &mut slots).ok()?;
+            }
+            Some(slots)
+        }
+
+        /// One known field's value, converted as `convert` would convert it;
+        /// `depth` is the nesting of the record holding the field.
+        fn field(
+            &mut self,
+            ctx: &mut Ctx,
+            f: &'static Field,
+            sub: Option<&'static Level>,
+            path: Path<'_>,
+            depth: usize,
+        ) -> Option<Slot> {
+            if f.ty == Ty::Json {
+                // Kept as the JSON text of the value, whatever it is.
+                let v = self.whole_value()?;
+                if !within_depth(&v, depth) {
+                    return None;
+                }
+                return Some(if v.is_null() {
+                    Slot::Null
+                } else {
+                    Slot::Str(ctx.strings.push_display(&v))
+                });
+            }
+            match self.peek()? {
+                b'"' => {
+                    let s = self.string()?;
+                    from_str(ctx, &f.ty, &s)
+                }
+                b'-' | b'0'..=b'9' => {
+                    let n = self.number()?;
+                    from_number(ctx, &f.ty, &n)
+                }
+                b't' => {
+                    self.literal(b"true")?;
+                    from_bool(ctx, &f.ty, true)
+                }
+                b'f' => {
+                    self.literal(b"false")?;
+                    from_bool(ctx, &f.ty, false)
+                }
+                b'n' => {
+                    self.literal(b"null")?;
+                    Some(Slot::Null)
+                }
+                b'{' => {
+                    self.at += 1;
+                    let sub = sub?;
+                    match &f.ty {
+                        Ty::Record(_) => {
+                            Some(Slot::Record(self.record(ctx, sub, path, depth + 1)?))
+                        }
+                        Ty::RecordList(_) => {
+                            Some(Slot::List(vec![self.record(ctx, sub, path, depth + 1)?]))
+                        }
+                        _ => None,
+                    }
+                }
+                b'[' => {
+                    self.at += 1;
+                    match (&f.ty, sub) {
+                        (Ty::StrList, _) => self.str_list(ctx).map(Slot::StrList),
+                        (Ty::RecordList(_), Some(sub)) => {
+                            let mut items = Vec::new();
+                            self.ws();
+                            if self.eat(b']').is_some() {
+                                return Some(Slot::List(items));
+                            }
+                            loop {
+                                self.ws();
+                                self.eat(b'{')?;
+                                let item_path = Path::Item(&path, items.len());
+                                items.push(self.record(ctx, sub, item_path, depth + 2)?);
+                                self.ws();
+                                match self.peek()? {
+                                    b',' => self.at += 1,
+                                    b']' => {
+                                        self.at += 1;
+                                        return Some(Slot::List(items));
+                                    }
+                                    _ => return None,
+                                }
+                            }
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            }
+        }
+
+        /// A `StrList` array's items, after its `[`: strings, or numbers and
+        /// booleans as their text.
+        fn str_list(&mut self, ctx: &mut Ctx) -> Option<Vec<Span>> {
+            let mut items = Vec::new();
+            self.ws();
+            if self.eat(b']').is_some() {
+                return Some(items);
+            }
+            loop {
+                self.ws();
+                items.push(match self.peek()? {
+                    b'"' => {
+                        let s = self.string()?;
+                        ctx.strings.push(&s)
+                    }
+                    b'-' | b'0'..=b'9' => {
+                        let n = self.number()?;
+                        ctx.strings.push_display(&n)
+                    }
+                    b't' => self.literal(b"true").map(|_| ctx.strings.push("true"))?,
+                    b'f' => self.literal(b"false").map(|_| ctx.strings.push("false"))?,
+                    _ => return None,
+                });
+                self.ws();
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b']' => {
+                        self.at += 1;
+                        return Some(items);
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        /// A string literal (at its `"`): borrowed from the text when it has
+        /// no escapes, else decoded by serde_json from its own text.
+        fn string(&mut self) -> Option<Cow<'t, str>> {
+            let open = self.at;
+            self.eat(b'"')?;
+            let start = self.at;
+            let end = start + find_json_special(&self.bytes[start..])?;
+            match self.bytes[end] {
+                b'"' => {
+                    self.at = end + 1;
+                    Some(Cow::Borrowed(&self.text[start..end]))
+                }
+                b'\\' => {
+                    self.at = end;
+                    loop {
+                        match *self.bytes.get(self.at)? {
+                            b'"' => break,
+                            b'\\' => self.at += 2,
+                            _ => self.at += 1,
+                        }
+                    }
+                    self.at += 1;
+                    serde_json::from_str::<String>(self.text.get(open..self.at)?)
+                        .ok()
+                        .map(Cow::Owned)
+                }
+                _ => None,
+            }
+        }
+
+        /// A number: plain integers read here, anything else (fractions,
+        /// exponents, `-0`, beyond 64 bits) by serde_json from its text.
+        fn number(&mut self) -> Option<Number> {
+            let start = self.at;
+            let negative = self.peek() == Some(b'-');
+            if negative {
+                self.at += 1;
+            }
+            let digits = self.at;
+            let mut n: u64 = 0;
+            let mut plain = true;
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                match n
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(d - b'0')))
+                {
+                    Some(m) => n = m,
+                    None => plain = false,
+                }
+                self.at += 1;
+            }
+            let len = self.at - digits;
+            let leading_zero = self.bytes[digits..].first() == Some(&b'0') && len > 1;
+            let more = matches!(self.peek(), Some(b'.' | b'e' | b'E' | b'+' | b'-'));
+            if plain && len > 0 && !leading_zero && !more {
+                if !negative {
+                    return Some(Number::from(n));
+                }
+                if (1..=i64::MAX as u64).contains(&n) {
+                    return Some(Number::from(-(n as i64)));
+                }
+            }
+            while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            serde_json::from_str::<Number>(&self.text[start..self.at]).ok()
+        }
+
+        /// A value kept whole, as serde_json parses the text it spans.
+        fn whole_value(&mut self) -> Option<Value> {
+            let start = self.at;
+            self.skip_value()?;
+            serde_json::from_str::<Value>(&self.text[start..self.at]).ok()
+        }
+
+        /// Moves past one value: a string, a bracketed span (strings inside
+        /// skipped), or a scalar token. Only finds the end; serde_json then
+        /// judges the span.
+        fn skip_value(&mut self) -> Option<()> {
+            match self.peek()? {
+                b'"' => self.skip_string(),
+                b'{' | b'[' => {
+                    let mut depth = 0usize;
+                    loop {
+                        match self.peek()? {
+                            b'"' => {
+                                self.skip_string()?;
+                                continue;
+                            }
+                            b'{' | b'[' => depth += 1,
+                            b'}' | b']' => {
+                                depth -= 1;
+                                if depth == 0 {
+                                    self.at += 1;
+                                    return Some(());
+                                }
+                            }
+                            _ => {}
+                        }
+                        self.at += 1;
+                    }
+                }
+                _ => {
+                    let start = self.at;
+                    while let Some(b) = self.peek() {
+                        if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                            break;
+                        }
+                        self.at += 1;
+                    }
+                    (self.at > start).then_some(())
+                }
+            }
+        }
+
+        fn skip_string(&mut self) -> Option<()> {
+            self.eat(b'"')?;
+            loop {
+                match *self.bytes.get(self.at)? {
+                    b'"' => {
+                        self.at += 1;
+                        return Some(());
+                    }
+                    b'\\' => self.at += 2,
+                    _ => self.at += 1,
+                }
+            }
+        }
     }
 }
 
@@ -385,6 +918,66 @@ mod tests {
         );
         assert_eq!(as_str_list(&Value::from("a, b")), Some(want));
         assert_eq!(as_str_list(&serde_json::json!([{"x": 1}])), None);
+    }
+
+    /// The fast way must take the frames the simulator sends (else every
+    /// frame would be parsed twice), and agree with the reference way.
+    #[test]
+    fn the_fast_way_takes_realistic_frames_and_agrees() {
+        let frames = [
+            (
+                DataSource::Calls,
+                include_str!("../../tests/fixtures/bench/calls.json"),
+            ),
+            (
+                DataSource::Queues,
+                include_str!("../../tests/fixtures/bench/queues.json"),
+            ),
+            (
+                DataSource::Agents,
+                include_str!("../../tests/fixtures/bench/agents.json"),
+            ),
+            (
+                DataSource::ProfileLive,
+                include_str!("../../tests/fixtures/bench/profile_live.json"),
+            ),
+            (
+                DataSource::ProfileHistory,
+                include_str!("../../tests/fixtures/bench/profile_history.json"),
+            ),
+            (
+                DataSource::ProfileHistory,
+                include_str!(
+                    "../../tests/fixtures/normalize/profile_history.documented-objects.live.json"
+                ),
+            ),
+        ];
+        for (source, text) in frames {
+            let fast = fast::normalize(source, text).expect("fast way");
+            let value: Value = serde_json::from_str(text).unwrap();
+            let reference = normalize(Ctx::new(source, true, 0), &value).unwrap();
+            assert_eq!(fast, reference, "{source}");
+            assert_eq!(fast.fields(), reference.fields(), "{source}");
+        }
+        // What the fast way leaves to the reference way, and still agrees on.
+        for (text, ok) in [
+            (r#"{"id_call":"a","id_call":"b"}"#, true),
+            (r#"{"x":1,"x":2,"time":{"start":1}}"#, true),
+            (r#"{"time.zone":1,"time":{"zone":2}}"#, true),
+            (r#"{"answered":"no"}"#, false),
+            (r#"{"id_call":"a"} x"#, false),
+            (
+                r#"{"brand_new":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}"#,
+                false,
+            ),
+        ] {
+            assert!(fast::normalize(DataSource::Calls, text).is_none(), "{text}");
+            assert_eq!(
+                normalize_live(DataSource::Calls, text.as_bytes()).is_ok(),
+                ok,
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,11 @@ impl DataSource {
         DataSource::ProfileHistory,
     ];
 
+    /// Position in [`DataSource::ALL`] (for per-source tables).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DataSource::Calls => "calls",

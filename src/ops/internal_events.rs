@@ -2,7 +2,10 @@
 //! `internal_events` pattern). Names are noun + past verb. A state change logs
 //! one line; per-event happenings only touch metrics (no log per event).
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use prometheus::{Gauge, Histogram, IntCounter};
 
 use super::Metrics;
 
@@ -135,6 +138,29 @@ impl FrameReceived<'_> {
     }
 }
 
+/// [`FrameReceived`] for one socket, its metric children looked up once:
+/// a socket counts every frame, and each lookup hashes the labels under a
+/// lock shared by every thread.
+pub struct FrameReceivedCounter {
+    received: IntCounter,
+    last_event: Gauge,
+}
+
+impl FrameReceivedCounter {
+    pub fn new(m: &Metrics, tenant: &str, source: &str) -> Self {
+        FrameReceivedCounter {
+            received: m.frames_received.with_label_values(&[tenant, source]),
+            last_event: m.last_event_timestamp.with_label_values(&[tenant, source]),
+        }
+    }
+
+    /// Same updates as [`FrameReceived::emit`].
+    pub fn emit(&self) {
+        self.received.inc();
+        self.last_event.set(super::metrics::unix_now_seconds());
+    }
+}
+
 pub struct EventPublished<'a> {
     pub tenant: &'a str,
     pub source: &'a str,
@@ -152,6 +178,51 @@ impl EventPublished<'_> {
             m.end_to_end_latency
                 .with_label_values(&[self.source])
                 .observe(l.as_secs_f64());
+        }
+    }
+}
+
+/// The metric children [`EventPublished::emit_cached`] has looked up, per
+/// tenant, then per (source, origin): the publisher counts every event.
+#[derive(Default)]
+pub struct EventPublishedChildren(HashMap<String, Vec<PublishedChildren>>);
+
+struct PublishedChildren {
+    source: String,
+    origin: String,
+    published: IntCounter,
+    latency: Histogram,
+}
+
+impl EventPublished<'_> {
+    /// Same updates as [`EventPublished::emit`], with the children kept in `cache`.
+    pub fn emit_cached(&self, m: &Metrics, cache: &mut EventPublishedChildren) {
+        let per_tenant = match cache.0.get_mut(self.tenant) {
+            Some(v) => v,
+            None => cache.0.entry(self.tenant.to_string()).or_default(),
+        };
+        let at = per_tenant
+            .iter()
+            .position(|c| c.source == self.source && c.origin == self.origin);
+        let c = match at {
+            Some(i) => &per_tenant[i],
+            None => {
+                per_tenant.push(PublishedChildren {
+                    source: self.source.to_string(),
+                    origin: self.origin.to_string(),
+                    published: m.events_published.with_label_values(&[
+                        self.tenant,
+                        self.source,
+                        self.origin,
+                    ]),
+                    latency: m.end_to_end_latency.with_label_values(&[self.source]),
+                });
+                &per_tenant[per_tenant.len() - 1]
+            }
+        };
+        c.published.inc();
+        if let Some(l) = self.latency {
+            c.latency.observe(l.as_secs_f64());
         }
     }
 }

@@ -261,10 +261,9 @@ impl Metrics {
 
     /// Records that a frame arrived now (feeds the "seconds since last event" gauge).
     pub fn mark_event(&self, tenant: &str, source: &str) {
-        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
         self.last_event_timestamp
             .with_label_values(&[tenant, source])
-            .set(now);
+            .set(unix_now_seconds());
     }
 
     /// Prometheus text exposition of every metric.
@@ -288,6 +287,12 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// Wall-clock now, Unix seconds (millisecond resolution), as the
+/// "last event" gauges hold it.
+pub(crate) fn unix_now_seconds() -> f64 {
+    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
 
 impl Default for Metrics {

@@ -23,22 +23,35 @@ pub const DL_TRUNCATED: &str = "studio_relay_truncated";
 /// Builds every message the relay publishes.
 pub struct MessageBuilder {
     encoder: Encoder,
-    topic_template: String,
     deadletter_topic: String,
     deadletter_max_bytes: usize,
     control_topic: String,
     dead_letters: AtomicU64,
+    /// Per source: the topic template with `{source}` and `{version}`
+    /// filled, split at `{tenant}` (joining the pieces with the tenant is
+    /// what the third `replace` of [`encode::destination`] does).
+    destination_parts: Vec<Vec<String>>,
 }
 
 impl MessageBuilder {
     pub fn new(encoder: Encoder, sink: &SinkConfig) -> Self {
         MessageBuilder {
             encoder,
-            topic_template: sink.topic_template.clone(),
             deadletter_topic: sink.deadletter_topic.clone(),
             deadletter_max_bytes: sink.deadletter_max_bytes,
             control_topic: sink.control_topic.clone(),
             dead_letters: AtomicU64::new(0),
+            destination_parts: DataSource::ALL
+                .iter()
+                .map(|s| {
+                    sink.topic_template
+                        .replace("{source}", s.as_str())
+                        .replace("{version}", &encode::SCHEMA_VERSION.to_string())
+                        .split("{tenant}")
+                        .map(String::from)
+                        .collect()
+                })
+                .collect(),
         }
     }
 
@@ -49,7 +62,7 @@ impl MessageBuilder {
 
     /// The topic/subject of a record of `source` for `tenant`.
     pub fn destination(&self, source: DataSource, tenant: &str) -> String {
-        encode::destination(&self.topic_template, source, encode::SCHEMA_VERSION, tenant)
+        self.destination_parts[source.index()].join(tenant)
     }
 
     /// Every destination `tenants` × `sources` can publish to, plus the dead-letter one.
@@ -194,6 +207,38 @@ impl MessageBuilder {
             ],
             payload: Bytes::from(payload.to_string()),
             event_id: id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_the_filled_templates() {
+        for template in [
+            "telavox.studio.{source}.v{version}",
+            "t.{tenant}.{source}.{tenant}",
+            "{tenant}{tenant}",
+            "{ten{version}ant}.{source",
+            "plain",
+            "",
+        ] {
+            let sink = SinkConfig {
+                topic_template: template.into(),
+                ..SinkConfig::default()
+            };
+            let b = MessageBuilder::without_registry(EncodingFormat::Json, &sink);
+            for source in DataSource::ALL {
+                for tenant in ["acme", "", "{tenant}", "{source}", "a.b"] {
+                    assert_eq!(
+                        b.destination(source, tenant),
+                        encode::destination(template, source, encode::SCHEMA_VERSION, tenant),
+                        "{template} {source} {tenant}"
+                    );
+                }
+            }
         }
     }
 }

@@ -9,8 +9,11 @@
 //! dead letter carrying the encoded payload.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
@@ -21,9 +24,11 @@ use tokio::task::JoinHandle;
 use super::message_builder::MessageBuilder;
 use super::recent_ids::RecentIds;
 use crate::model::DataSource;
-use crate::ops::internal_events::{EventDeadLettered, EventPublished, PublishFailed};
+use crate::ops::internal_events::{
+    EventDeadLettered, EventPublished, EventPublishedChildren, PublishFailed,
+};
 use crate::ops::Metrics;
-use crate::sink::{OutboundMessage, Sink, SinkError};
+use crate::sink::{AckFuture, OutboundMessage, Sink, SinkError};
 
 /// One message plus what the publisher needs to account for it.
 pub struct Outgoing {
@@ -157,6 +162,25 @@ pub fn spawn(
 
 type Settled = (Outgoing, u32, Result<(), SinkError>);
 
+/// A message awaiting its acknowledgement: the sink's ack future and the
+/// message with its attempt number (a plain future rather than an `async`
+/// block around the ack, which would be one more allocation per message).
+struct Inflight {
+    ack: AckFuture,
+    item: Option<(Outgoing, u32)>,
+}
+
+impl Future for Inflight {
+    type Output = Settled;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Settled> {
+        let this = self.get_mut();
+        let result = std::task::ready!(this.ack.as_mut().poll(cx));
+        let (item, attempt) = this.item.take().expect("an ack settles once");
+        Poll::Ready((item, attempt, result))
+    }
+}
+
 struct Retry {
     item: Outgoing,
     attempt: u32,
@@ -172,9 +196,9 @@ async fn run_loop(
     outstanding: Arc<Outstanding>,
 ) -> PublisherStats {
     let mut stats = PublisherStats::default();
-    let mut inflight: FuturesUnordered<futures::future::BoxFuture<'static, Settled>> =
-        FuturesUnordered::new();
+    let mut inflight: FuturesUnordered<Inflight> = FuturesUnordered::new();
     let mut retries: VecDeque<Retry> = VecDeque::new();
+    let mut published = EventPublishedChildren::default();
     let mut input_open = true;
     loop {
         metrics.inflight_messages.set(inflight.len() as i64);
@@ -198,7 +222,7 @@ async fn run_loop(
                 tokio::select! {
                     _ = &mut sleep => break,
                     Some(done) = inflight.next(), if !inflight.is_empty() => {
-                        settle(done, &builder, &metrics, &settings, &mut stats, &mut retries);
+                        settle(done, &builder, &metrics, &settings, &mut stats, &mut retries, &mut published);
                     }
                 }
             }
@@ -207,7 +231,7 @@ async fn run_loop(
             tokio::select! {
                 biased;
                 Some(done) = inflight.next(), if !inflight.is_empty() => {
-                    settle(done, &builder, &metrics, &settings, &mut stats, &mut retries);
+                    settle(done, &builder, &metrics, &settings, &mut stats, &mut retries, &mut published);
                     None
                 }
                 item = rx.recv() => match item {
@@ -223,6 +247,7 @@ async fn run_loop(
                 &settings,
                 &mut stats,
                 &mut retries,
+                &mut published,
             );
             None
         } else {
@@ -241,16 +266,19 @@ async fn run_loop(
             tokio::select! {
                 r = &mut send => break r,
                 Some(done) = inflight.next(), if !inflight.is_empty() => {
-                    settle(done, &builder, &metrics, &settings, &mut stats, &mut retries);
+                    settle(done, &builder, &metrics, &settings, &mut stats, &mut retries, &mut published);
                 }
             }
         };
         match sent {
-            Ok(ack) => inflight.push(Box::pin(async move {
-                let r = ack.await;
-                (item, attempt, r)
-            })),
-            Err(e) => inflight.push(Box::pin(async move { (item, attempt, Err(e)) })),
+            Ok(ack) => inflight.push(Inflight {
+                ack,
+                item: Some((item, attempt)),
+            }),
+            Err(e) => inflight.push(Inflight {
+                ack: Box::pin(futures::future::ready(Err(e))),
+                item: Some((item, attempt)),
+            }),
         }
     }
     metrics.inflight_messages.set(0);
@@ -271,6 +299,7 @@ fn settle(
     settings: &PublisherSettings,
     stats: &mut PublisherStats,
     retries: &mut VecDeque<Retry>,
+    published: &mut EventPublishedChildren,
 ) {
     let now = tokio::time::Instant::now();
     let source = item.source.as_str();
@@ -290,7 +319,7 @@ fn settle(
                     origin: item.origin,
                     latency,
                 }
-                .emit(metrics);
+                .emit_cached(metrics, published);
             }
             if let Some(t) = &item.tracker {
                 t.settle(false);

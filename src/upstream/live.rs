@@ -287,6 +287,7 @@ impl LiveSocket {
         ping.tick().await; // the first tick is immediate
         let mut pong_deadline: Option<tokio::time::Instant> = None;
         let max = self.settings.max_frame_bytes;
+        let frames_received = FrameReceivedCounter::new(&self.metrics, &tenant, source);
         loop {
             let deadline = pong_deadline;
             let msg = tokio::select! {
@@ -364,11 +365,7 @@ impl LiveSocket {
                     }
                 }
             };
-            FrameReceived {
-                tenant: &tenant,
-                source,
-            }
-            .emit(&self.metrics);
+            frames_received.emit();
             let frame = LiveFrame {
                 tenant: tenant.clone(),
                 source: self.source,

@@ -330,14 +330,26 @@ pub fn kafka_consume(
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for t in topics {
-        let md = consumer
-            .fetch_metadata(Some(t), Duration::from_secs(10))
-            .expect("metadata");
-        for topic in md.topics() {
-            for p in topic.partitions() {
-                tpl.add_partition_offset(topic.name(), p.id(), Offset::Beginning)
-                    .unwrap();
+        // A loaded broker can answer metadata without the topic's partitions
+        // for a moment; asking again beats silently reading nothing.
+        let metadata_deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let md = consumer
+                .fetch_metadata(Some(t), Duration::from_secs(10))
+                .expect("metadata");
+            let partitions: Vec<i32> = md
+                .topics()
+                .iter()
+                .filter(|x| x.name() == t && x.error().is_none())
+                .flat_map(|x| x.partitions().iter().map(|p| p.id()))
+                .collect();
+            if !partitions.is_empty() || Instant::now() > metadata_deadline {
+                for p in partitions {
+                    tpl.add_partition_offset(t, p, Offset::Beginning).unwrap();
+                }
+                break;
             }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
     consumer.assign(&tpl).expect("assign");
