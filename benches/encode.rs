@@ -11,28 +11,9 @@ use studio_relay::encode::Encoder;
 use studio_relay::model::{self, DataSource, Envelope, Origin};
 use studio_relay::relay::MessageBuilder;
 
-const SAMPLES: &[(DataSource, &str)] = &[
-    (
-        DataSource::Calls,
-        include_str!("../tests/fixtures/bench/calls.json"),
-    ),
-    (
-        DataSource::Queues,
-        include_str!("../tests/fixtures/bench/queues.json"),
-    ),
-    (
-        DataSource::Agents,
-        include_str!("../tests/fixtures/bench/agents.json"),
-    ),
-    (
-        DataSource::ProfileLive,
-        include_str!("../tests/fixtures/bench/profile_live.json"),
-    ),
-    (
-        DataSource::ProfileHistory,
-        include_str!("../tests/fixtures/bench/profile_history.json"),
-    ),
-];
+#[path = "common/samples.rs"]
+mod samples;
+use samples::SAMPLES;
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("normalize+encode");

@@ -539,7 +539,7 @@ async fn ceiling(
             let mut m = messages[sent % messages.len()].clone();
             // A new id per lap: JetStream must store every one.
             m.event_id = format!("{}-{}", m.event_id, sent / messages.len());
-            let send = sink.send(m);
+            let send = sink.send(&m);
             tokio::pin!(send);
             // Keep settling acks while the sink makes us wait.
             let ack = loop {

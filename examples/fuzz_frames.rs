@@ -14,7 +14,7 @@
 //! encodings; a panic is saved under `target/fuzz-crashes/` and fails the run.
 //! The counts printed at the end are what issue notes quote.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,100 +26,24 @@ use studio_relay::ops::Metrics;
 use studio_relay::relay::{frame_to_outgoing, MessageBuilder};
 use studio_relay::upstream::live::{FramePayload, LiveFrame};
 
+#[path = "common/mutate.rs"]
+mod mutate;
+use mutate::{fixture_files, Mutator};
+
+/// Deep nesting included: the normalizers must not overflow the stack.
+const MUTATOR: Mutator = Mutator {
+    max_nesting: 2000,
+    value_swaps: 2,
+};
+
 fn seeds(root: &Path) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for dir in ["tests/fixtures/normalize", "tests/fixtures/hostile/frames"] {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        paths.sort();
-        for p in paths {
-            if !p.to_string_lossy().ends_with(".expected.json") {
-                out.push(std::fs::read(p).unwrap());
-            }
-        }
-    }
-    out
-}
-
-const VALUES: &[&str] = &[
-    "0",
-    "-1",
-    "1e308",
-    "1e400",
-    "-0.0",
-    "9223372036854775808",
-    "\"\"",
-    "\"x\"",
-    "[]",
-    "{}",
-    "null",
-    "true",
-    "[1,\"a\",null]",
-    "{\"a\":{}}",
-    "\"\\u0000\"",
-    "\"\\ud800\"",
-];
-
-fn mutate(rng: &mut impl Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
-    let n = input.len().max(1);
-    match rng.gen_range(0..9) {
-        0 => {
-            let i = rng.gen_range(0..n).min(input.len().saturating_sub(1));
-            if let Some(b) = input.get_mut(i) {
-                *b ^= 1 << rng.gen_range(0..8);
-            }
-        }
-        1 => {
-            let i = rng.gen_range(0..=input.len());
-            input.insert(i, rng.gen());
-        }
-        2 => {
-            if !input.is_empty() {
-                let i = rng.gen_range(0..input.len());
-                let len = rng.gen_range(1..=16.min(input.len() - i));
-                input.drain(i..i + len);
-            }
-        }
-        3 => input.truncate(rng.gen_range(0..=input.len())),
-        4 => {
-            let other = &seeds[rng.gen_range(0..seeds.len())];
-            let cut = rng.gen_range(0..=input.len());
-            let from = rng.gen_range(0..=other.len());
-            input.truncate(cut);
-            input.extend_from_slice(&other[from..]);
-        }
-        5 | 6 => {
-            // Replace the value after a random `":` with something else.
-            let positions: Vec<usize> = input
-                .windows(2)
-                .enumerate()
-                .filter(|(_, w)| w == b"\":")
-                .map(|(i, _)| i + 2)
-                .collect();
-            if let Some(&at) = positions.get(rng.gen_range(0..positions.len().max(1))) {
-                let end = input[at..]
-                    .iter()
-                    .position(|b| *b == b',' || *b == b'}')
-                    .map_or(input.len(), |e| at + e);
-                let v = VALUES[rng.gen_range(0..VALUES.len())].as_bytes();
-                input.splice(at..end, v.iter().copied());
-            }
-        }
-        7 => {
-            let depth = rng.gen_range(1..2000);
-            let at = rng.gen_range(0..=input.len());
-            let mut nest = vec![b'['; depth];
-            nest.extend(std::iter::repeat_n(b']', depth));
-            input.splice(at..at, nest);
-        }
-        _ => {
-            // Add an unknown field.
-            if let Some(at) = input.iter().position(|b| *b == b'{') {
-                input.splice(at + 1..at + 1, b"\"x_fuzz\":[1,{\"y\":2}],".iter().copied());
-            }
-        }
-    }
+    fixture_files(
+        root,
+        &["tests/fixtures/normalize", "tests/fixtures/hostile/frames"],
+    )
+    .into_iter()
+    .map(|p| std::fs::read(p).unwrap())
+    .collect()
 }
 
 fn main() {
@@ -149,7 +73,7 @@ fn main() {
     for i in 0..iterations {
         let mut input = seeds[rng.gen_range(0..seeds.len())].clone();
         for _ in 0..rng.gen_range(1..=4) {
-            mutate(&mut rng, &mut input, &seeds);
+            MUTATOR.mutate(&mut rng, &mut input, &seeds);
         }
         let source = DataSource::ALL[rng.gen_range(0..5)];
         let builder = &builders[(i % 2) as usize];

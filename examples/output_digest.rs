@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,114 +35,15 @@ use studio_relay::simulator::render::{
 use studio_relay::simulator::window::profile_history_hour;
 use studio_relay::upstream::live::{FramePayload, LiveFrame};
 
-const VALUES: &[&str] = &[
-    "0",
-    "-1",
-    "1",
-    "1.5",
-    "12.0",
-    "1e308",
-    "1e400",
-    "-0.0",
-    "9223372036854775808",
-    "-9223372036854775809",
-    "1779099997.234",
-    "\"\"",
-    "\"x\"",
-    "\"12\"",
-    "\" 7 \"",
-    "\"true\"",
-    "\"a, b,,c\"",
-    "\"[\\\"a\\\",1]\"",
-    "\"2026-05-18T10:26:37.234Z\"",
-    "\"2026-05-18 10:26:37\"",
-    "\"2026-05-18T12:26:37+02:00\"",
-    "[]",
-    "{}",
-    "null",
-    "true",
-    "false",
-    "[1,\"a\",null]",
-    "[\"a\",2,true]",
-    "[{\"x\":1}]",
-    "{\"a\":{}}",
-    "\"\\u0000\"",
-    "\"\\ud800\"",
-    "\"é\\n\\\"q\\\"\"",
-];
+#[path = "common/mutate.rs"]
+mod mutate;
+use mutate::{fixture_files, Mutator};
 
-fn mutate(rng: &mut impl Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
-    let n = input.len().max(1);
-    match rng.gen_range(0..16) {
-        0 => {
-            let i = rng.gen_range(0..n).min(input.len().saturating_sub(1));
-            if let Some(b) = input.get_mut(i) {
-                *b ^= 1 << rng.gen_range(0..8);
-            }
-        }
-        1 => {
-            let i = rng.gen_range(0..=input.len());
-            input.insert(i, rng.gen());
-        }
-        2 => {
-            if !input.is_empty() {
-                let i = rng.gen_range(0..input.len());
-                let len = rng.gen_range(1..=16.min(input.len() - i));
-                input.drain(i..i + len);
-            }
-        }
-        3 => input.truncate(rng.gen_range(0..=input.len())),
-        4 => {
-            let other = &seeds[rng.gen_range(0..seeds.len())];
-            let cut = rng.gen_range(0..=input.len());
-            let from = rng.gen_range(0..=other.len());
-            input.truncate(cut);
-            input.extend_from_slice(&other[from..]);
-        }
-        5..=11 => {
-            // Replace the value after a random `":` with something else
-            // (mostly well-formed: exercises the coercions).
-            let positions: Vec<usize> = input
-                .windows(2)
-                .enumerate()
-                .filter(|(_, w)| w == b"\":")
-                .map(|(i, _)| i + 2)
-                .collect();
-            if let Some(&at) = positions.get(rng.gen_range(0..positions.len().max(1))) {
-                let end = input[at..]
-                    .iter()
-                    .position(|b| *b == b',' || *b == b'}')
-                    .map_or(input.len(), |e| at + e);
-                let v = VALUES[rng.gen_range(0..VALUES.len())].as_bytes();
-                input.splice(at..end, v.iter().copied());
-            }
-        }
-        12 => {
-            let depth = rng.gen_range(1..40);
-            let at = rng.gen_range(0..=input.len());
-            let mut nest = vec![b'['; depth];
-            nest.extend(std::iter::repeat_n(b']', depth));
-            input.splice(at..at, nest);
-        }
-        _ => {
-            // Add an unknown field at a random object.
-            let opens: Vec<usize> = input
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| **b == b'{')
-                .map(|(i, _)| i)
-                .collect();
-            if let Some(&at) = opens.get(rng.gen_range(0..opens.len().max(1))) {
-                let f: &[u8] = match rng.gen_range(0..3) {
-                    0 => b"\"x_fuzz\":[1,{\"y\":2}],",
-                    1 => b"\"extra_profile_available_3\":{\"id\":1},",
-                    _ => b"\"z\\u00e9\":null,",
-                };
-                input.splice(at + 1..at + 1, f.iter().copied());
-            }
-        }
-    }
-}
+/// Mostly well-formed edits: they exercise the coercions.
+const MUTATOR: Mutator = Mutator {
+    max_nesting: 40,
+    value_swaps: 7,
+};
 
 fn sha(b: &[u8]) -> String {
     hex::encode(&Sha256::digest(b)[..12])
@@ -179,27 +80,20 @@ fn describe(o: &Outgoing) -> String {
 
 /// Fixture bytes, with the source their file name starts with (if any).
 fn seeds(root: &Path) -> Vec<(Option<DataSource>, Vec<u8>)> {
-    let mut out = Vec::new();
-    for dir in [
+    let dirs = [
         "tests/fixtures/normalize",
         "tests/fixtures/hostile/frames",
         "tests/fixtures/bench",
         "tests/fixtures/v1",
-    ] {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        paths.sort();
-        for p in paths {
-            let s = p.to_string_lossy();
-            if !s.ends_with(".expected.json") && !s.ends_with(".avro") {
-                let name = p.file_name().unwrap().to_string_lossy().to_string();
-                let source = name.split('.').next().and_then(|s| s.parse().ok());
-                out.push((source, std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out
+    ];
+    fixture_files(root, &dirs)
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            let source = name.split('.').next().and_then(|s| s.parse().ok());
+            (source, std::fs::read(&p).unwrap())
+        })
+        .collect()
 }
 
 fn source_of(s: Source) -> DataSource {
@@ -327,7 +221,7 @@ fn main() {
         let (own, seed) = &seeded[rng.gen_range(0..seeded.len())];
         let mut input = seed.clone();
         for _ in 0..rng.gen_range(1..=3) {
-            mutate(&mut rng, &mut input, &seeds);
+            MUTATOR.mutate(&mut rng, &mut input, &seeds);
         }
         // Mostly the seed's own source (records with odd values), else any.
         let source = match own {

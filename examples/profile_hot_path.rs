@@ -33,28 +33,9 @@ use studio_relay::ops::Metrics;
 use studio_relay::relay::{frame_to_outgoing, MessageBuilder, RecentIds, UpstreamClock};
 use studio_relay::upstream::live::{FramePayload, LiveFrame};
 
-const SAMPLES: &[(DataSource, &str)] = &[
-    (
-        DataSource::Calls,
-        include_str!("../tests/fixtures/bench/calls.json"),
-    ),
-    (
-        DataSource::Queues,
-        include_str!("../tests/fixtures/bench/queues.json"),
-    ),
-    (
-        DataSource::Agents,
-        include_str!("../tests/fixtures/bench/agents.json"),
-    ),
-    (
-        DataSource::ProfileLive,
-        include_str!("../tests/fixtures/bench/profile_live.json"),
-    ),
-    (
-        DataSource::ProfileHistory,
-        include_str!("../tests/fixtures/bench/profile_history.json"),
-    ),
-];
+#[path = "../benches/common/samples.rs"]
+mod samples;
+use samples::SAMPLES;
 
 struct Ctx {
     builder: MessageBuilder,

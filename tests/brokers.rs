@@ -14,7 +14,7 @@ fn message(destination: &str, key: &str, i: usize) -> OutboundMessage {
         destination: destination.into(),
         key: Some(key.into()),
         headers: vec![
-            ("ce_id".into(), format!("id-{key}-{i}")),
+            ("ce_id".into(), format!("id-{key}-{i}").into()),
             ("content-type".into(), "application/json".into()),
         ],
         payload: Bytes::from(format!("{{\"n\":{i},\"key\":\"{key}\"}}")),
@@ -25,7 +25,7 @@ fn message(destination: &str, key: &str, i: usize) -> OutboundMessage {
 async fn publish_all(sink: &dyn Sink, messages: Vec<OutboundMessage>) {
     let mut acks = Vec::new();
     for m in messages {
-        acks.push(sink.send(m).await.expect("send accepted"));
+        acks.push(sink.send(&m).await.expect("send accepted"));
     }
     for a in acks {
         a.await.expect("broker acknowledged");

@@ -191,7 +191,7 @@ fn message(destination: &str, id: &str) -> OutboundMessage {
         destination: destination.into(),
         key: Some(id.into()),
         headers: vec![
-            ("ce_id".into(), id.into()),
+            ("ce_id".into(), id.to_owned().into()),
             ("content-type".into(), "application/json".into()),
         ],
         payload: Bytes::from_static(b"{}"),
@@ -202,7 +202,7 @@ fn message(destination: &str, id: &str) -> OutboundMessage {
 async fn publish(sink: &dyn Sink, destination: &str, ids: &[String]) {
     let mut acks = Vec::new();
     for id in ids {
-        acks.push(sink.send(message(destination, id)).await.unwrap());
+        acks.push(sink.send(&message(destination, id)).await.unwrap());
     }
     for a in acks {
         a.await.unwrap();

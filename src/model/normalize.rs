@@ -883,6 +883,11 @@ mod fast {
     }
 }
 
+/// The benchmarks' realistic frames, shared with the unit tests below.
+#[cfg(test)]
+#[path = "../../benches/common/samples.rs"]
+mod bench_samples;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -924,34 +929,13 @@ mod tests {
     /// frame would be parsed twice), and agree with the reference way.
     #[test]
     fn the_fast_way_takes_realistic_frames_and_agrees() {
-        let frames = [
-            (
-                DataSource::Calls,
-                include_str!("../../tests/fixtures/bench/calls.json"),
-            ),
-            (
-                DataSource::Queues,
-                include_str!("../../tests/fixtures/bench/queues.json"),
-            ),
-            (
-                DataSource::Agents,
-                include_str!("../../tests/fixtures/bench/agents.json"),
-            ),
-            (
-                DataSource::ProfileLive,
-                include_str!("../../tests/fixtures/bench/profile_live.json"),
-            ),
-            (
-                DataSource::ProfileHistory,
-                include_str!("../../tests/fixtures/bench/profile_history.json"),
-            ),
-            (
-                DataSource::ProfileHistory,
-                include_str!(
-                    "../../tests/fixtures/normalize/profile_history.documented-objects.live.json"
-                ),
-            ),
-        ];
+        let documented_objects = include_str!(
+            "../../tests/fixtures/normalize/profile_history.documented-objects.live.json"
+        );
+        let frames = bench_samples::SAMPLES
+            .iter()
+            .copied()
+            .chain([(DataSource::ProfileHistory, documented_objects)]);
         for (source, text) in frames {
             let fast = fast::normalize(source, text).expect("fast way");
             let value: Value = serde_json::from_str(text).unwrap();

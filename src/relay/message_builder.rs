@@ -132,19 +132,19 @@ impl MessageBuilder {
         let size = raw.len();
         let mut headers = vec![
             ("ce_specversion".into(), "1.0".into()),
-            ("ce_id".into(), id.clone()),
+            ("ce_id".into(), id.clone().into()),
             ("ce_type".into(), "com.telavox.studio.deadletter".into()),
             (
                 "ce_source".into(),
-                format!("telavox-studio/{tenant}/{source}"),
+                format!("telavox-studio/{tenant}/{source}").into(),
             ),
-            ("ce_time".into(), time),
+            ("ce_time".into(), time.into()),
             ("content-type".into(), "application/octet-stream".into()),
-            (DL_REASON.into(), reason.into()),
-            (DL_ERROR.into(), error),
-            (DL_TENANT.into(), tenant.into()),
+            (DL_REASON.into(), reason.to_owned().into()),
+            (DL_ERROR.into(), error.into()),
+            (DL_TENANT.into(), tenant.to_owned().into()),
             (DL_SOURCE.into(), source.as_str().into()),
-            (DL_PAYLOAD_BYTES.into(), size.to_string()),
+            (DL_PAYLOAD_BYTES.into(), size.to_string().into()),
         ];
         // A dead letter the broker refuses for its size would lose the
         // incident altogether: keep the head, and say that it is one.
@@ -196,13 +196,13 @@ impl MessageBuilder {
             key: Some(format!("{tenant}/{source}")),
             headers: vec![
                 ("ce_specversion".into(), "1.0".into()),
-                ("ce_id".into(), id.clone()),
+                ("ce_id".into(), id.clone().into()),
                 ("ce_type".into(), "com.telavox.studio.gap".into()),
                 (
                     "ce_source".into(),
-                    format!("telavox-studio/{tenant}/{source}"),
+                    format!("telavox-studio/{tenant}/{source}").into(),
                 ),
-                ("ce_time".into(), iso(to_ms)),
+                ("ce_time".into(), iso(to_ms).into()),
                 ("content-type".into(), "application/json".into()),
             ],
             payload: Bytes::from(payload.to_string()),

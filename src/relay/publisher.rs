@@ -260,13 +260,16 @@ async fn run_loop(
         };
         // Hand over in order; keep settling acks while the sink makes us wait
         // (its own buffer may only free up as acks are polled).
-        let send = sink.send(item.message.clone());
-        tokio::pin!(send);
-        let sent = loop {
-            tokio::select! {
-                r = &mut send => break r,
-                Some(done) = inflight.next(), if !inflight.is_empty() => {
-                    settle(done, &builder, &metrics, &settings, &mut stats, &mut retries, &mut published);
+        // (The send future borrows the message; it ends with this block.)
+        let sent = {
+            let send = sink.send(&item.message);
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    r = &mut send => break r,
+                    Some(done) = inflight.next(), if !inflight.is_empty() => {
+                        settle(done, &builder, &metrics, &settings, &mut stats, &mut retries, &mut published);
+                    }
                 }
             }
         };

@@ -121,7 +121,7 @@ fn decode(body: &[u8]) -> Option<(u64, Outgoing)> {
     let n = c.u32()? as usize;
     let mut headers = Vec::with_capacity(n.min(64));
     for _ in 0..n {
-        headers.push((c.string()?, c.string()?));
+        headers.push((c.string()?.into(), c.string()?.into()));
     }
     let payload = Bytes::from(c.bytes()?);
     let event_id = c.string()?;
@@ -485,7 +485,7 @@ mod tests {
             message: OutboundMessage {
                 destination: "telavox.studio.calls.v1".into(),
                 key: Some(format!("call-{}", i % 7)),
-                headers: vec![("ce_id".into(), format!("{i:032x}"))],
+                headers: vec![("ce_id".into(), format!("{i:032x}").into())],
                 payload: Bytes::from(vec![i as u8; 100 + i % 50]),
                 event_id: format!("{i:032x}"),
             },

@@ -436,7 +436,7 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
-    async fn send(&self, m: OutboundMessage) -> Result<AckFuture, SinkError> {
+    async fn send(&self, m: &OutboundMessage) -> Result<AckFuture, SinkError> {
         let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
         for (k, v) in &m.headers {
             headers = headers.insert(Header {

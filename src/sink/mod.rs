@@ -12,6 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+pub use crate::encode::Header;
+
 /// One message ready for the broker.
 #[derive(Debug, Clone)]
 pub struct OutboundMessage {
@@ -20,7 +22,7 @@ pub struct OutboundMessage {
     /// Kafka message key (per-key ordering); ignored by NATS.
     pub key: Option<String>,
     /// Headers (CloudEvents `ce_*`, `content-type`, schema name/version).
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<Header>,
     /// The encoded record.
     pub payload: Bytes,
     /// Deterministic event id; JetStream's `Nats-Msg-Id` (dedup).
@@ -72,7 +74,9 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Hands one message to the client library and returns its ack future.
     /// May wait when the client's own buffer is full (backpressure).
-    async fn send(&self, message: OutboundMessage) -> Result<AckFuture, SinkError>;
+    /// Borrows the message: the caller keeps it for a retry or a dead
+    /// letter, and each client copies only what its wire format needs.
+    async fn send(&self, message: &OutboundMessage) -> Result<AckFuture, SinkError>;
 
     /// Waits until everything sent so far is acknowledged, at most `timeout`.
     async fn flush(&self, timeout: Duration) -> Result<(), SinkError>;

@@ -1,9 +1,11 @@
 //! `JetStreamSink` (acknowledged, deduplicated by `Nats-Msg-Id`) and core NATS
 //! publishing (no acknowledgement: at most once) on one connection.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::header::{IntoHeaderName, NATS_MESSAGE_ID};
 use async_nats::jetstream::{self, kv, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -166,19 +168,24 @@ impl Sink for JetStreamSink {
         Ok(())
     }
 
-    async fn send(&self, m: OutboundMessage) -> Result<AckFuture, SinkError> {
+    async fn send(&self, m: &OutboundMessage) -> Result<AckFuture, SinkError> {
         let mut headers = async_nats::HeaderMap::new();
         for (k, v) in &m.headers {
-            headers.insert(k.as_str(), v.as_str());
+            // A static name becomes a header name without a copy.
+            let name = match k {
+                Cow::Borrowed(k) => async_nats::HeaderName::from_static(k),
+                Cow::Owned(k) => k.as_str().into_header_name(),
+            };
+            headers.insert(name, v.as_ref());
         }
         let Some(js) = &self.jetstream else {
             self.client
-                .publish_with_headers(m.destination, headers, m.payload)
+                .publish_with_headers(m.destination.clone(), headers, m.payload.clone())
                 .await
                 .map_err(|e| unavailable("publish", e))?;
             return Ok(Box::pin(async { Ok(()) }));
         };
-        headers.insert("Nats-Msg-Id", m.event_id.as_str());
+        headers.insert(NATS_MESSAGE_ID, m.event_id.as_str());
         let permit = self
             .permits
             .clone()
@@ -186,7 +193,7 @@ impl Sink for JetStreamSink {
             .await
             .map_err(|e| unavailable("ack window", e))?;
         let ack = js
-            .publish_with_headers(m.destination, headers, m.payload)
+            .publish_with_headers(m.destination.clone(), headers, m.payload.clone())
             .await
             .map_err(|e| unavailable("publish", e))?;
         Ok(Box::pin(async move {

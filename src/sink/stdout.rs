@@ -52,7 +52,7 @@ impl StdoutSink {
         let headers: serde_json::Map<String, serde_json::Value> = m
             .headers
             .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
             .collect();
         let mut v = serde_json::to_vec(&serde_json::json!({
             "destination": m.destination,
@@ -82,8 +82,8 @@ impl Sink for StdoutSink {
         Ok(())
     }
 
-    async fn send(&self, m: OutboundMessage) -> Result<AckFuture, SinkError> {
-        let line = Self::line(&m);
+    async fn send(&self, m: &OutboundMessage) -> Result<AckFuture, SinkError> {
+        let line = Self::line(m);
         let r = self
             .out
             .lock()

@@ -27,6 +27,14 @@ use crate::model::DataSource;
 use crate::ops::internal_events::*;
 use crate::ops::{Health, Metrics, SocketState};
 
+/// Bytes tungstenite reads from the socket at a time. Its 128 KiB default is
+/// zero-filled before the first read, so every socket kept all of it
+/// resident: 140–150 KB of RSS per socket, 700 KB per tenant. Studio frames
+/// are a few hundred bytes to a few KB, and a bigger frame still arrives
+/// whole (the buffer only sets the read size). Measured at 100 tenants:
+/// 34–38 KB per socket with 16 KiB, throughput unchanged.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// The exact text frame the Studio API sends after the 101 for an unknown path (§2.0).
 pub const INVALID_PATH_FRAME: &str = "Invalid path.";
 
@@ -228,6 +236,7 @@ impl LiveSocket {
             .saturating_mul(4)
             .max(64 << 20);
         let ws_config = tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
             .max_message_size(Some(library_limit))
             .max_frame_size(Some(library_limit));
         let connect = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true);

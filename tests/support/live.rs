@@ -160,11 +160,14 @@ pub async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -
 }
 
 /// The value of header `name`.
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub fn header<'a, K: AsRef<str>, V: AsRef<str>>(
+    headers: &'a [(K, V)],
+    name: &str,
+) -> Option<&'a str> {
     headers
         .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+        .find(|(k, _)| k.as_ref() == name)
+        .map(|(_, v)| v.as_ref())
 }
 
 /// Sum of the samples of metric `name` whose labels contain `label_filter`.
