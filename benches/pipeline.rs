@@ -253,6 +253,20 @@ struct Simulator {
     _dir: tempfile::TempDir,
 }
 
+/// Does the simulator on `port` answer its stats endpoint?
+fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+    let request = "GET /_simulator/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut status = [0u8; 12];
+    tcp.write_all(request.as_bytes()).is_ok()
+        && tcp.read_exact(&mut status).is_ok()
+        && status.starts_with(b"HTTP/1.1 200")
+}
+
 impl Simulator {
     fn start(tokens: &[String], extra: &[&str]) -> Simulator {
         let dir = tempfile::tempdir().unwrap();
@@ -269,11 +283,14 @@ impl Simulator {
             .stderr(std::fs::File::create(dir.path().join("sim.log")).unwrap())
             .spawn()
             .expect("start the simulator");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // The port accepts connections before the simulated world is built
+        // (seconds for 1,000 tenants); wait until it answers, so that "time
+        // to all connected" measures the relay, not the simulator's start.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while !answers_http(port) {
             assert!(
                 Instant::now() < deadline,
-                "simulator did not listen on {port}"
+                "simulator did not serve on {port} within 180 s"
             );
             std::thread::sleep(Duration::from_millis(50));
         }

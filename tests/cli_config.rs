@@ -108,6 +108,10 @@ fn wrong_type_bad_url_and_bad_template_exit_2() {
         ),
         ("[upstream]\nlive_url = \"ftp://x\"\n", "upstream.live_url"),
         (
+            "[upstream]\nreceive_buffer_bytes = 100\n",
+            "upstream.receive_buffer_bytes",
+        ),
+        (
             "[sink]\ntopic_template = \"t.{sauce}\"\n",
             "sink.topic_template",
         ),

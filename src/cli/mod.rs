@@ -120,7 +120,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Simulate(args) => runtime()?.block_on(async {
-            let listener = tokio::net::TcpListener::bind(args.listen).await?;
+            let listener = crate::simulator::bind(args.listen)?;
             let shutdown = crate::ops::shutdown::on_signals();
             crate::simulator::serve(listener, *args, shutdown).await?;
             Ok(ExitCode::SUCCESS)

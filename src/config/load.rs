@@ -266,6 +266,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "must be at least 1024",
         ));
     }
+    if c.upstream.receive_buffer_bytes != 0 && c.upstream.receive_buffer_bytes < 4096 {
+        return Err(ConfigError::invalid(
+            "upstream.receive_buffer_bytes",
+            "must be 0 (the kernel's default) or at least 4096",
+        ));
+    }
     if c.sink.deadletter_max_bytes < 1024 {
         return Err(ConfigError::invalid(
             "sink.deadletter_max_bytes",

@@ -69,6 +69,16 @@ pub struct UpstreamConfig {
     pub healthy_after: Duration,
     /// Frames larger than this are dead-lettered, not parsed.
     pub max_frame_bytes: usize,
+    /// Kernel receive buffer of each live socket (`SO_RCVBUF`; Linux
+    /// doubles it). While the relay is slower than its input (the broker
+    /// is away and no spool is set, or a burst), frames wait there. The
+    /// kernel's own tuning grows it to `net.ipv4.tcp_rmem` (up to 32 MiB) per
+    /// socket, and socket memory counts against the pod's memory limit: at
+    /// 1,000 tenants that is gigabytes, and past `net.ipv4.tcp_mem` the
+    /// kernel slows every TCP connection of the machine. 64 KiB still
+    /// carries about 500 KB/s per socket at 100 ms round trip, far more
+    /// than one Studio socket sends. 0 leaves it to the kernel.
+    pub receive_buffer_bytes: u32,
     /// Timeout of one GraphQL request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -88,6 +98,7 @@ impl Default for UpstreamConfig {
             auth_backoff: Duration::from_secs(300),
             healthy_after: Duration::from_secs(30),
             max_frame_bytes: 4 * 1024 * 1024,
+            receive_buffer_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
         }
     }

@@ -489,15 +489,37 @@ impl SimulatorHandle {
     }
 }
 
+/// Connections the kernel queues before `accept`: a relay of 1,000 tenants
+/// opens 5,000 sockets at once, and the usual 1,024 made the kernel answer
+/// with SYN cookies and handshakes time out.
+const LISTEN_BACKLOG: u32 = 8192;
+/// Kernel send buffer of each connection (inherited from the listener).
+/// Loopback TCP otherwise grows it to 4 MiB per socket: a firehose pushing
+/// into thousands of sockets faster than the client reads then has the
+/// kernel hold gigabytes, until TCP memory pressure (`tcp_mem`) slows every
+/// socket on the machine, the client's broker connection included.
+const SEND_BUFFER_BYTES: u32 = 16 * 1024;
+
+/// The simulator's listener on `addr` (port 0 allowed).
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER_BYTES)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds `args.listen` (port 0 allowed) and serves in a background task.
 pub async fn spawn(args: SimulateArgs) -> Result<SimulatorHandle, SimulatorError> {
     validate(&args)?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| SimulatorError::Bind {
-            addr: args.listen,
-            source,
-        })?;
+    let listener = bind(args.listen).map_err(|source| SimulatorError::Bind {
+        addr: args.listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_err(SimulatorError::Serve)?;
     let shutdown = CancellationToken::new();
     let (state, close_tx) = build_state(args, shutdown.clone())?;
