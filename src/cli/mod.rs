@@ -120,7 +120,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Simulate(args) => runtime()?.block_on(async {
-            let listener = crate::simulator::bind(args.listen)?;
+            let listener = crate::simulator::bind(args.listen, args.send_buffer)?;
             let shutdown = crate::ops::shutdown::on_signals();
             crate::simulator::serve(listener, *args, shutdown).await?;
             Ok(ExitCode::SUCCESS)

@@ -36,6 +36,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -180,6 +181,19 @@ pub struct SimulateArgs {
     /// GraphQL is unchanged.
     #[arg(long, env = "STUDIO_SIM_FIREHOSE", value_name = "RATE", value_parser = parse_non_negative)]
     pub firehose: Option<f64>,
+    /// Kernel send buffer per connection, in bytes (0: the kernel's own
+    /// tuning, up to `net.ipv4.tcp_wmem`'s 4 MiB per socket). A firehose
+    /// into thousands of sockets faster than the client reads fills every
+    /// one of them: at 1,000 tenants that is gigabytes of kernel memory,
+    /// past `net.ipv4.tcp_mem`, and TCP memory pressure then slows every
+    /// connection on the machine. The scale benchmark sets it.
+    #[arg(
+        long,
+        env = "STUDIO_SIM_SEND_BUFFER",
+        value_name = "BYTES",
+        default_value_t = 0
+    )]
+    pub send_buffer: u32,
 }
 
 impl Default for SimulateArgs {
@@ -200,6 +214,7 @@ impl Default for SimulateArgs {
             graphql_5xx_share: 0.0,
             invalid_paths: Vec::new(),
             firehose: None,
+            send_buffer: 0,
         }
     }
 }
@@ -404,6 +419,11 @@ async fn run(
         firehose = ?args.firehose,
         "Studio API simulator listening: live ws://{addr}/{{calls,queues,agents,profile_live,profile_history}}, GraphQL http://{addr}/graphql"
     );
+    // Nagle off: with a small `--send-buffer` (below one loopback segment),
+    // Nagle would hold each partial segment until the peer's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let result = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
@@ -493,22 +513,18 @@ impl SimulatorHandle {
 /// opens 5,000 sockets at once, and the usual 1,024 made the kernel answer
 /// with SYN cookies and handshakes time out.
 const LISTEN_BACKLOG: u32 = 8192;
-/// Kernel send buffer of each connection (inherited from the listener).
-/// Loopback TCP otherwise grows it to 4 MiB per socket: a firehose pushing
-/// into thousands of sockets faster than the client reads then has the
-/// kernel hold gigabytes, until TCP memory pressure (`tcp_mem`) slows every
-/// socket on the machine, the client's broker connection included.
-const SEND_BUFFER_BYTES: u32 = 16 * 1024;
-
-/// The simulator's listener on `addr` (port 0 allowed).
-pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+/// The simulator's listener on `addr` (port 0 allowed); accepted
+/// connections inherit its send buffer (`send_buffer` bytes, 0: the kernel's).
+pub fn bind(addr: SocketAddr, send_buffer: u32) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.set_send_buffer_size(SEND_BUFFER_BYTES)?;
+    if send_buffer > 0 {
+        socket.set_send_buffer_size(send_buffer)?;
+    }
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -516,7 +532,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 /// Binds `args.listen` (port 0 allowed) and serves in a background task.
 pub async fn spawn(args: SimulateArgs) -> Result<SimulatorHandle, SimulatorError> {
     validate(&args)?;
-    let listener = bind(args.listen).map_err(|source| SimulatorError::Bind {
+    let listener = bind(args.listen, args.send_buffer).map_err(|source| SimulatorError::Bind {
         addr: args.listen,
         source,
     })?;
