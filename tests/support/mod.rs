@@ -315,7 +315,8 @@ pub async fn nats_fetch_all(
 }
 
 /// Reads every message of `topics` from the beginning (no consumer group):
-/// until `expected` arrived and a quiet second passed, or `timeout`.
+/// until each partition is read to its end and `expected` arrived, or
+/// `timeout`.
 pub fn kafka_consume(
     bootstrap: &str,
     topics: &[String],
@@ -352,14 +353,29 @@ pub fn kafka_consume(
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    // Done when every partition is read up to the end it had (its high
+    // watermark) and at least `expected` messages came. Stopping at
+    // `expected` alone cut reads short: Kafka keeps the duplicates of
+    // retried sends, so `expected` can be reached while one topic is still
+    // unread.
+    let end: Vec<((String, i32), i64)> = tpl
+        .elements()
+        .iter()
+        .map(|e| {
+            let (_, high) = consumer
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
+                .expect("watermarks");
+            ((e.topic().to_string(), e.partition()), high)
+        })
+        .collect();
     consumer.assign(&tpl).expect("assign");
+    let mut next: std::collections::HashMap<(String, i32), i64> = Default::default();
     let mut out = Vec::new();
     let deadline = Instant::now() + timeout;
-    let mut quiet_since = Instant::now();
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                quiet_since = Instant::now();
+                next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
                 let headers = m
                     .headers()
                     .map(|h| {
@@ -385,7 +401,12 @@ pub fn kafka_consume(
             }
             Some(Err(e)) => panic!("kafka consume error: {e}"),
             None => {
-                if out.len() >= expected && quiet_since.elapsed() > Duration::from_secs(1) {
+                let read_to_end = end
+                    .iter()
+                    .all(|(tp, high)| next.get(tp).copied().unwrap_or(0) >= *high);
+                // (Fewer than `expected` at the ends: more is still being
+                // written, and polling on reads it.)
+                if read_to_end && out.len() >= expected {
                     break;
                 }
             }
