@@ -30,6 +30,12 @@
 //!   broker's disk taken out, which is where file storage's tail comes from).
 //! - **Cost**: CPU seconds (utime + stime from /proc) per million events and
 //!   peak RSS (VmHWM) of the relay process during the throughput runs.
+//! - **CPU budget**: the same CPU per million events for every process of
+//!   both setups (the ceiling's publisher and broker; the relay run's relay,
+//!   broker and simulator). They share the machine's cores, so when those
+//!   are busy the ratio of the two rates is the inverse ratio of the sums:
+//!   the report prints that prediction next to the measured ratio, which is
+//!   what says why a ratio stops where it does.
 //!
 //! Each figure is the median of `--runs` runs, with min and max: these
 //! machines are noisy, so ratios within one run mean more than absolutes.
@@ -55,6 +61,12 @@ use studio_relay::relay::MessageBuilder;
 use support::process::Relay;
 
 const BIN: &str = env!("CARGO_BIN_EXE_studio-relay");
+
+/// The ceiling's publisher runs in this process: it gets the relay's
+/// allocator (src/main.rs), so relay / ceiling compares like with like.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const SOURCES: usize = DataSource::ALL.len();
 
 // ---------------------------------------------------------------- options
@@ -337,6 +349,15 @@ impl Broker {
         }
     }
 
+    /// The broker's process, for its CPU time.
+    fn pid(&self) -> u32 {
+        match self {
+            Broker::Nats(n) => n.pid(),
+            Broker::Kafka(k) => k.pid(),
+        }
+        .expect("the broker runs")
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Broker::Nats(_) => "NATS JetStream",
@@ -517,13 +538,21 @@ async fn capture_frames(n: usize) -> Vec<(DataSource, Bytes)> {
 
 // ---------------------------------------------------------------- scenarios
 
+/// One ceiling run: the rate, and the CPU each side spent per event.
+struct CeilingSample {
+    events_per_sec: f64,
+    /// This process (the plain publisher), CPU seconds per million events.
+    publisher_cpu_per_million: f64,
+    broker_cpu_per_million: f64,
+}
+
 /// The broker's own rate for the relay's messages: no sockets, no normalizing.
 async fn ceiling(
     broker: &Broker,
     format: EncodingFormat,
     frames: &[(DataSource, Bytes)],
     o: &Opts,
-) -> f64 {
+) -> CeilingSample {
     let sink_config = broker.sink_config();
     let builder = MessageBuilder::without_registry(format, &sink_config);
     let now = chrono::Utc::now().timestamp_millis();
@@ -550,11 +579,13 @@ async fn ceiling(
     let (mut sent, mut acked) = (0usize, 0u64);
     let start = Instant::now();
     let (mut t0, mut a0) = (None, 0u64);
+    let (mut publisher0, mut broker0) = (ProcStat::default(), ProcStat::default());
     let end = start + o.warmup + o.duration;
     while Instant::now() < end {
         if t0.is_none() && start.elapsed() >= o.warmup {
             t0 = Some(Instant::now());
             a0 = acked;
+            (publisher0, broker0) = (proc_stat(std::process::id()), proc_stat(broker.pid()));
         }
         if inflight.len() < window {
             let mut m = messages[sent % messages.len()].clone();
@@ -581,11 +612,17 @@ async fn ceiling(
         }
     }
     let t0 = t0.unwrap_or(start);
-    let rate = (acked - a0) as f64 / t0.elapsed().as_secs_f64();
+    let events = (acked - a0) as f64;
+    let rate = events / t0.elapsed().as_secs_f64();
+    let (publisher1, broker1) = (proc_stat(std::process::id()), proc_stat(broker.pid()));
     while let Some(r) = inflight.next().await {
         r.expect("broker acks");
     }
-    rate
+    CeilingSample {
+        events_per_sec: rate,
+        publisher_cpu_per_million: (publisher1.cpu_secs - publisher0.cpu_secs) / events * 1e6,
+        broker_cpu_per_million: (broker1.cpu_secs - broker0.cpu_secs) / events * 1e6,
+    }
 }
 
 /// One relay throughput run at the firehose's full rate.
@@ -593,6 +630,9 @@ struct ThroughputSample {
     events_per_sec: f64,
     cpu_secs_per_million: f64,
     peak_rss_mb: f64,
+    /// The other two processes on the same cores, CPU seconds per million events.
+    broker_cpu_per_million: f64,
+    simulator_cpu_per_million: f64,
 }
 
 async fn relay_throughput(
@@ -610,13 +650,16 @@ async fn relay_throughput(
     let (mut relay, _dir) = start_relay(&sim, broker, format, tenants, &[]);
     wait_connected(&mut relay, tenants * SOURCES, started).await;
     tokio::time::sleep(o.warmup).await;
+    let cpu = |pid| proc_stat(pid).cpu_secs;
     let (p0, s0, t0) = (
         published(&relay.metrics().await),
         proc_stat(relay.pid()),
         Instant::now(),
     );
+    let (b0, m0) = (cpu(broker.pid()), cpu(sim.child.id()));
     tokio::time::sleep(o.duration).await;
     let (p1, s1) = (published(&relay.metrics().await), proc_stat(relay.pid()));
+    let (b1, m1) = (cpu(broker.pid()), cpu(sim.child.id()));
     let secs = t0.elapsed().as_secs_f64();
     let events = p1 - p0;
     assert!(
@@ -628,6 +671,8 @@ async fn relay_throughput(
         events_per_sec: events / secs,
         cpu_secs_per_million: (s1.cpu_secs - s0.cpu_secs) / events * 1e6,
         peak_rss_mb: s1.peak_rss_kb as f64 / 1024.0,
+        broker_cpu_per_million: (b1 - b0) / events * 1e6,
+        simulator_cpu_per_million: (m1 - m0) / events * 1e6,
     }
 }
 
@@ -896,12 +941,22 @@ async fn run(o: &Opts) -> Report {
                 let label = format!("{} {}", broker.name(), format_name(format));
                 eprintln!("== {label}");
                 let c = ceiling(&broker, format, &frames, o).await;
-                r.add(&label, "ceiling (plain publisher)", "events/s", c);
+                r.add(
+                    &label,
+                    "ceiling (plain publisher)",
+                    "events/s",
+                    c.events_per_sec,
+                );
                 drop(broker);
                 let broker = Broker::start(kind);
                 let t = relay_throughput(&broker, format, 1, o).await;
                 r.add(&label, "relay", "events/s", t.events_per_sec);
-                r.add(&label, "relay / ceiling", "%", 100.0 * t.events_per_sec / c);
+                r.add(
+                    &label,
+                    "relay / ceiling",
+                    "%",
+                    100.0 * t.events_per_sec / c.events_per_sec,
+                );
                 r.add(
                     &label,
                     "relay CPU per million events",
@@ -909,6 +964,38 @@ async fn run(o: &Opts) -> Report {
                     t.cpu_secs_per_million,
                 );
                 r.add(&label, "relay peak RSS", "MB", t.peak_rss_mb);
+                // Where the cores went, per event, in each setup: all
+                // processes share the same 2 cores, so when they are busy
+                // the ratio of the rates is the inverse ratio of these sums.
+                let ceiling_cpu = c.publisher_cpu_per_million + c.broker_cpu_per_million;
+                let relay_cpu =
+                    t.cpu_secs_per_million + t.broker_cpu_per_million + t.simulator_cpu_per_million;
+                for (figure, value) in [
+                    (
+                        "ceiling: publisher CPU per million events",
+                        c.publisher_cpu_per_million,
+                    ),
+                    (
+                        "ceiling: broker CPU per million events",
+                        c.broker_cpu_per_million,
+                    ),
+                    (
+                        "relay run: broker CPU per million events",
+                        t.broker_cpu_per_million,
+                    ),
+                    (
+                        "relay run: simulator CPU per million events",
+                        t.simulator_cpu_per_million,
+                    ),
+                ] {
+                    r.add(&label, figure, "CPU-s", value);
+                }
+                r.add(
+                    &label,
+                    "relay / ceiling if CPU-bound (ceiling's CPU per event / relay run's)",
+                    "%",
+                    100.0 * ceiling_cpu / relay_cpu,
+                );
             }
         }
     }

@@ -9,6 +9,7 @@
 //! the broker itself ([`seed_from_broker`]).
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -25,8 +26,33 @@ pub struct RecentIds {
 
 #[derive(Default)]
 struct Inner {
-    set: HashSet<u128>,
+    set: HashSet<u128, BuildHasherDefault<IdHasher>>,
     order: VecDeque<u128>,
+}
+
+/// Event ids are SHA-256 output, uniformly spread already: their low 64
+/// bits are a good hash as they are. (SipHash over every id, twice per
+/// event, was a visible cost in the relay's profile.) Hash-flooding is no
+/// concern: an id is a digest of the record, not text an attacker picks.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u128` keys are hashed here (`write_u128` below); this
+        // fallback keeps the trait's contract for anything else.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
 }
 
 impl std::fmt::Debug for RecentIds {

@@ -121,6 +121,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id while it runs (the benchmark reads its CPU).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server (an outage); storage is kept.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -194,6 +199,11 @@ impl KafkaBroker {
             .expect("start tansu");
         self.child = Some(child);
         wait_for_port(self.port, "tansu", &log);
+    }
+
+    /// The broker's process id while it runs (the benchmark reads its CPU).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn bootstrap(&self) -> String {
