@@ -355,6 +355,11 @@ pub fn kafka_consume(
                 .flat_map(|x| x.partitions().iter().map(|p| p.id()))
                 .collect();
             if !partitions.is_empty() || Instant::now() > metadata_deadline {
+                if partitions.is_empty() {
+                    eprintln!(
+                        "kafka_consume: {t} has no partitions in the broker's metadata; not read"
+                    );
+                }
                 for p in partitions {
                     tpl.add_partition_offset(t, p, Offset::Beginning).unwrap();
                 }
@@ -363,21 +368,25 @@ pub fn kafka_consume(
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    // Done when every partition is read up to the end it had (its high
-    // watermark) and at least `expected` messages came. Stopping at
-    // `expected` alone cut reads short: Kafka keeps the duplicates of
-    // retried sends, so `expected` can be reached while one topic is still
-    // unread.
-    let end: Vec<((String, i32), i64)> = tpl
-        .elements()
-        .iter()
-        .map(|e| {
-            let (_, high) = consumer
-                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
-                .expect("watermarks");
-            ((e.topic().to_string(), e.partition()), high)
-        })
-        .collect();
+    // Done when every partition is read up to its end (high watermark) and
+    // at least `expected` messages came. Stopping at `expected` alone cut
+    // reads short: Kafka keeps the duplicates of retried sends, so
+    // `expected` can be reached while one topic is still unread. The ends
+    // are fetched before reading and again before stopping, so an end read
+    // low (the chaos test once found a whole topic unread, "calls: 419 of
+    // 419 missing", right after the broker's restart) is not trusted alone.
+    let ends = |consumer: &BaseConsumer| -> Vec<((String, i32), i64)> {
+        tpl.elements()
+            .iter()
+            .map(|e| {
+                let (_, high) = consumer
+                    .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
+                    .expect("watermarks");
+                ((e.topic().to_string(), e.partition()), high)
+            })
+            .collect()
+    };
+    let mut end = ends(&consumer);
     consumer.assign(&tpl).expect("assign");
     let mut next: std::collections::HashMap<(String, i32), i64> = Default::default();
     let mut out = Vec::new();
@@ -411,16 +420,29 @@ pub fn kafka_consume(
             }
             Some(Err(e)) => panic!("kafka consume error: {e}"),
             None => {
-                let read_to_end = end
-                    .iter()
-                    .all(|(tp, high)| next.get(tp).copied().unwrap_or(0) >= *high);
+                let read_to = |end: &[((String, i32), i64)]| {
+                    end.iter()
+                        .all(|(tp, high)| next.get(tp).copied().unwrap_or(0) >= *high)
+                };
                 // (Fewer than `expected` at the ends: more is still being
                 // written, and polling on reads it.)
-                if read_to_end && out.len() >= expected {
-                    break;
+                if read_to(&end) && out.len() >= expected {
+                    let fresh = ends(&consumer);
+                    if read_to(&fresh) {
+                        break;
+                    }
+                    end = fresh;
                 }
             }
         }
+    }
+    if Instant::now() >= deadline {
+        // Say what was read where, so a shortfall points at its topic.
+        let mut per_topic: std::collections::BTreeMap<&str, usize> = Default::default();
+        for m in &out {
+            *per_topic.entry(m.destination.as_str()).or_default() += 1;
+        }
+        eprintln!("kafka_consume: timed out after {timeout:?}; read {per_topic:?}, ends {end:?}");
     }
     out
 }
