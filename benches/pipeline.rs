@@ -60,13 +60,13 @@ use studio_relay::model::{self, DataSource, Envelope, Origin};
 use studio_relay::relay::MessageBuilder;
 use support::process::Relay;
 
-const BIN: &str = env!("CARGO_BIN_EXE_studio-relay");
-
 /// The ceiling's publisher runs in this process: it gets the relay's
 /// allocator (src/main.rs), so relay / ceiling compares like with like.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_studio-relay");
 const SOURCES: usize = DataSource::ALL.len();
 
 // ---------------------------------------------------------------- options
@@ -246,6 +246,11 @@ fn proc_stat(pid: u32) -> ProcStat {
         rss_kb: kb("VmRSS:"),
         peak_rss_kb: kb("VmHWM:"),
     }
+}
+
+/// CPU seconds spent over `events` events, per million events.
+fn per_million(cpu_secs: f64, events: f64) -> f64 {
+    cpu_secs / events * 1e6
 }
 
 fn clock_ticks() -> f64 {
@@ -620,8 +625,8 @@ async fn ceiling(
     }
     CeilingSample {
         events_per_sec: rate,
-        publisher_cpu_per_million: (publisher1.cpu_secs - publisher0.cpu_secs) / events * 1e6,
-        broker_cpu_per_million: (broker1.cpu_secs - broker0.cpu_secs) / events * 1e6,
+        publisher_cpu_per_million: per_million(publisher1.cpu_secs - publisher0.cpu_secs, events),
+        broker_cpu_per_million: per_million(broker1.cpu_secs - broker0.cpu_secs, events),
     }
 }
 
@@ -669,10 +674,10 @@ async fn relay_throughput(
     );
     ThroughputSample {
         events_per_sec: events / secs,
-        cpu_secs_per_million: (s1.cpu_secs - s0.cpu_secs) / events * 1e6,
+        cpu_secs_per_million: per_million(s1.cpu_secs - s0.cpu_secs, events),
         peak_rss_mb: s1.peak_rss_kb as f64 / 1024.0,
-        broker_cpu_per_million: (b1 - b0) / events * 1e6,
-        simulator_cpu_per_million: (m1 - m0) / events * 1e6,
+        broker_cpu_per_million: per_million(b1 - b0, events),
+        simulator_cpu_per_million: per_million(m1 - m0, events),
     }
 }
 
