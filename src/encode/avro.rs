@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
-use crate::model::{DataSource, Envelope, Field, Level, Slot, Strings, Ty};
+use crate::model::{Arena, DataSource, Envelope, Field, Level, Slot, Ty};
 
 pub const NAMESPACE: &str = "com.telavox.studio.v1";
 
@@ -124,7 +124,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-fn write_slot(out: &mut Vec<u8>, sub: Option<&Level>, slot: &Slot, strings: &Strings) {
+fn write_slot(out: &mut Vec<u8>, sub: Option<&Level>, slot: &Slot, arena: &Arena) {
     // Union ["null", T]: index 0 is null. Each field's type fixes its slot's
     // variant (see `model::Slot`), so the slot alone says what to write.
     if matches!(slot, Slot::Null) {
@@ -136,28 +136,28 @@ fn write_slot(out: &mut Vec<u8>, sub: Option<&Level>, slot: &Slot, strings: &Str
         Slot::Null => {}
         Slot::Int(n) => zigzag(out, *n),
         Slot::Bool(b) => out.push(u8::from(*b)),
-        Slot::Str(s) => string(out, strings.get(*s)),
-        Slot::StrList(items) => {
+        Slot::Str(s) => string(out, arena.get(*s)),
+        Slot::StrList(run) => {
+            let items = arena.str_list(*run);
             if !items.is_empty() {
                 zigzag(out, items.len() as i64);
                 for i in items {
-                    string(out, strings.get(*i));
+                    string(out, arena.get(*i));
                 }
             }
             out.push(0);
         }
-        Slot::Record(slots) => write_record(
-            out,
-            sub.expect("record fields have a level"),
-            slots,
-            strings,
-        ),
-        Slot::List(items) => {
+        Slot::Record(start) => {
+            let sub = sub.expect("record fields have a level");
+            write_record(out, sub, arena.record(sub, *start), arena)
+        }
+        Slot::List(run) => {
+            let items = arena.items(*run);
             if !items.is_empty() {
                 let sub = sub.expect("list fields have a level");
                 zigzag(out, items.len() as i64);
                 for i in items {
-                    write_record(out, sub, i, strings);
+                    write_record(out, sub, arena.record(sub, *i), arena);
                 }
             }
             out.push(0);
@@ -165,9 +165,9 @@ fn write_slot(out: &mut Vec<u8>, sub: Option<&Level>, slot: &Slot, strings: &Str
     }
 }
 
-fn write_record(out: &mut Vec<u8>, level: &Level, slots: &[Slot], strings: &Strings) {
+fn write_record(out: &mut Vec<u8>, level: &Level, slots: &[Slot], arena: &Arena) {
     for (i, s) in slots.iter().enumerate() {
-        write_slot(out, level.sub(i), s, strings);
+        write_slot(out, level.sub(i), s, arena);
     }
 }
 
@@ -179,8 +179,8 @@ pub fn write_envelope(out: &mut Vec<u8>, env: &Envelope) {
     string(out, env.origin.as_str());
     string(out, &env.tenant);
     zigzag(out, env.received_at_ms);
-    let (level, slots, strings) = env.record.slots();
-    write_record(out, level, slots, strings);
+    let (level, slots, arena) = env.record.slots();
+    write_record(out, level, slots, arena);
     match env.record.extra_json() {
         None => out.push(0),
         Some(x) => {

@@ -22,6 +22,9 @@ pub(crate) struct Level {
     historic: KeyIndex,
     /// Per [`FOLDED`] entry: the index of its list field at this level.
     folded: [Option<usize>; FOLDED.len()],
+    /// Slots of a record of this level with every nested record present
+    /// (lists not counted): what a record's arena reserves.
+    slot_count: usize,
 }
 
 /// Layer key → index of the first field carrying it, bucketed by key
@@ -71,15 +74,25 @@ impl Level {
         for (slot, (_, name, _)) in folded.iter_mut().zip(FOLDED.iter()) {
             *slot = fields.iter().position(|f| f.name == *name);
         }
+        let subs: Vec<Option<Level>> = fields
+            .iter()
+            .map(|f| match &f.ty {
+                Ty::Record(sub) | Ty::RecordList(sub) => Some(Level::build(sub)),
+                _ => None,
+            })
+            .collect();
+        let nested: usize = fields
+            .iter()
+            .zip(&subs)
+            .filter_map(|(f, sub)| match (&f.ty, sub) {
+                (Ty::Record(_), Some(l)) => Some(l.slot_count),
+                _ => None,
+            })
+            .sum();
         Level {
             fields,
-            subs: fields
-                .iter()
-                .map(|f| match &f.ty {
-                    Ty::Record(sub) | Ty::RecordList(sub) => Some(Level::build(sub)),
-                    _ => None,
-                })
-                .collect(),
+            slot_count: fields.len() + nested,
+            subs,
             json_keys: fields
                 .iter()
                 .map(|f| {
@@ -94,6 +107,10 @@ impl Level {
             historic,
             folded,
         }
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.slot_count
     }
 
     /// The compiled level of field `i`'s record (or list items).

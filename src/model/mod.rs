@@ -45,62 +45,143 @@ impl Origin {
 /// The canonical value of one field. Each field's type fixes the variant
 /// (or `Null`), so records are stored by schema position rather than as
 /// JSON objects: no key strings, no hashing, nothing to look up by name on
-/// the per-event path. [`Record::fields`] gives the JSON view. (No
-/// `PartialEq`: equal strings may sit at different places of their buffers.)
-#[derive(Debug, Clone)]
+/// the per-event path. [`Record::fields`] gives the JSON view. Nested
+/// records, lists and strings live in the record's [`Arena`], so a slot is
+/// a plain value and a whole record is a handful of allocations however
+/// deep it nests. (No `PartialEq`: equal strings may sit at different
+/// places of their buffers.)
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Slot {
     Null,
     /// `Long` and `Timestamp` (epoch millis).
     Int(i64),
     Bool(bool),
-    /// `Str`, and `Json` (as JSON text), in the record's [`Strings`].
+    /// `Str`, and `Json` (as JSON text).
     Str(Span),
-    StrList(Vec<Span>),
-    /// A nested record: one slot per field of its level, in schema order.
-    Record(Vec<Slot>),
-    /// `RecordList`: one slot vector per item.
-    List(Vec<Vec<Slot>>),
+    /// `StrList`: its items' spans, a run of the arena's span list.
+    StrList(Run),
+    /// A nested record: where its slots (one per field of its level, in
+    /// schema order) start in the arena.
+    Record(usize),
+    /// `RecordList`: where each item's slots start, a run of the arena's
+    /// item list.
+    List(Run),
 }
 
-/// Where one string of a record is in the record's [`Strings`].
+/// Where one string of a record is in its arena's text.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Span {
     start: usize,
     end: usize,
 }
 
-/// Every string of one record, end to end in one buffer: one allocation
-/// per record instead of one per string.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Strings(String);
+/// A range of one of an arena's lists (string-list items, record-list items).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Run {
+    start: usize,
+    end: usize,
+}
 
-impl Strings {
-    pub fn with_capacity(n: usize) -> Strings {
-        Strings(String::with_capacity(n))
+/// Everything one record holds, in four flat buffers: its strings end to
+/// end, the slots of the record and of every record nested in it, the
+/// spans of its string lists' items and the slot starts of its record
+/// lists' items. A normalizer appends to them as it parses; the top-level
+/// record's slots come first (it is opened first).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Arena {
+    text: String,
+    slots: Vec<Slot>,
+    spans: Vec<Span>,
+    items: Vec<usize>,
+}
+
+impl Arena {
+    /// An arena sized for `text` bytes of strings and the slots of a full
+    /// record of `level` (its nested records included).
+    pub fn for_record(level: &Level, text: usize) -> Arena {
+        Arena {
+            text: String::with_capacity(text),
+            slots: Vec::with_capacity(level.slot_count()),
+            spans: Vec::new(),
+            items: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, s: &str) -> Span {
-        let start = self.0.len();
-        self.0.push_str(s);
+        let start = self.text.len();
+        self.text.push_str(s);
         Span {
             start,
-            end: self.0.len(),
+            end: self.text.len(),
         }
     }
 
     /// Appends the `Display` text of `v` (a number's or JSON value's text).
     pub fn push_display(&mut self, v: &impl std::fmt::Display) -> Span {
         use std::fmt::Write;
-        let start = self.0.len();
-        write!(self.0, "{v}").expect("writing to a String cannot fail");
+        let start = self.text.len();
+        write!(self.text, "{v}").expect("writing to a String cannot fail");
         Span {
             start,
-            end: self.0.len(),
+            end: self.text.len(),
         }
     }
 
     pub fn get(&self, span: Span) -> &str {
-        &self.0[span.start..span.end]
+        &self.text[span.start..span.end]
+    }
+
+    /// Appends a record of `fields` null slots; returns where it starts.
+    pub fn open_record(&mut self, fields: usize) -> usize {
+        let start = self.slots.len();
+        self.slots.resize(start + fields, Slot::Null);
+        start
+    }
+
+    /// Sets slot `i` of the record starting at `record`.
+    pub fn set(&mut self, record: usize, i: usize, slot: Slot) {
+        self.slots[record + i] = slot;
+    }
+
+    /// The slots of the record of `level` starting at `start`.
+    pub fn record(&self, level: &Level, start: usize) -> &[Slot] {
+        &self.slots[start..start + level.fields.len()]
+    }
+
+    /// Where the next string list starts: push its items with
+    /// [`Arena::push_item`], then close it with [`Arena::str_list_since`].
+    pub fn str_list_start(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn push_item(&mut self, span: Span) {
+        self.spans.push(span);
+    }
+
+    pub fn str_list_since(&self, start: usize) -> Slot {
+        Slot::StrList(Run {
+            start,
+            end: self.spans.len(),
+        })
+    }
+
+    pub fn str_list(&self, run: Run) -> &[Span] {
+        &self.spans[run.start..run.end]
+    }
+
+    /// A record list of the records starting at `starts`. (Its items'
+    /// starts are gathered first: an item's own lists come before them.)
+    pub fn record_list(&mut self, starts: &[usize]) -> Slot {
+        let start = self.items.len();
+        self.items.extend_from_slice(starts);
+        Slot::List(Run {
+            start,
+            end: self.items.len(),
+        })
+    }
+
+    pub fn items(&self, run: Run) -> &[usize] {
+        &self.items[run.start..run.end]
     }
 }
 
@@ -108,10 +189,8 @@ impl Strings {
 #[derive(Debug, Clone)]
 pub struct Record {
     source: DataSource,
-    /// One slot per top-level field of the source, in schema order.
-    slots: Vec<Slot>,
-    /// The text of the slots' strings.
-    strings: Strings,
+    /// The slots (the top-level fields' first, in schema order) and strings.
+    arena: Arena,
     /// Unknown fields, by dotted path, kept verbatim.
     pub extra: Map<String, Value>,
     /// The JSON view of `slots`, built on first use of [`Record::fields`].
@@ -139,16 +218,11 @@ impl PartialEq for Record {
 }
 
 impl Record {
-    pub(crate) fn new(
-        source: DataSource,
-        slots: Vec<Slot>,
-        strings: Strings,
-        extra: Map<String, Value>,
-    ) -> Self {
+    /// The record whose top-level slots start `arena` (opened first).
+    pub(crate) fn new(source: DataSource, arena: Arena, extra: Map<String, Value>) -> Self {
         Record {
             source,
-            slots,
-            strings,
+            arena,
             extra,
             view: OnceLock::new(),
             canonical: OnceLock::new(),
@@ -161,8 +235,10 @@ impl Record {
 
     /// The canonical fields (snake_case, schema order, nulls included).
     pub fn fields(&self) -> &Map<String, Value> {
-        self.view
-            .get_or_init(|| record_to_map(&compiled(self.source).root, &self.slots, &self.strings))
+        self.view.get_or_init(|| {
+            let (level, slots, arena) = self.slots();
+            record_to_map(level, slots, arena)
+        })
     }
 
     /// Canonical JSON of the record (without `extra`).
@@ -170,19 +246,24 @@ impl Record {
         Value::Object(self.fields().clone())
     }
 
-    /// The slots, their compiled level and their strings, for the encoders.
-    pub(crate) fn slots(&self) -> (&'static Level, &[Slot], &Strings) {
-        (&compiled(self.source).root, &self.slots, &self.strings)
+    /// The top-level slots, their compiled level and the arena the nested
+    /// slots and strings are in, for the encoders.
+    pub(crate) fn slots(&self) -> (&'static Level, &[Slot], &Arena) {
+        let root = &compiled(self.source).root;
+        (root, self.arena.record(root, 0), &self.arena)
     }
 
     /// The non-null slot at an index path (`None` through lists, as a
     /// lookup by name in a JSON array finds nothing).
     fn get(&self, path: Option<&Vec<usize>>) -> Option<&Slot> {
         let (last, parents) = path?.split_last()?;
-        let mut cur: &[Slot] = &self.slots;
+        let (mut level, mut cur, _) = self.slots();
         for i in parents {
             match cur.get(*i)? {
-                Slot::Record(sub) => cur = sub,
+                Slot::Record(start) => {
+                    level = level.sub(*i)?;
+                    cur = self.arena.record(level, *start);
+                }
                 _ => return None,
             }
         }
@@ -193,13 +274,13 @@ impl Record {
     pub fn partition_key(&self) -> Option<String> {
         let c = compiled(self.source);
         Some(match self.get(c.key_path.as_ref())? {
-            Slot::Str(s) => self.strings.get(*s).to_string(),
+            Slot::Str(s) => self.arena.get(*s).to_string(),
             Slot::Int(i) => i.to_string(),
             // Not reached with the current schema (both keys are strings
             // or integers): the JSON text, as for any other value.
             other => {
                 let path = c.key_path.as_deref()?;
-                slot_to_value(sub_level_at(&c.root, path), other, &self.strings).to_string()
+                slot_to_value(sub_level_at(&c.root, path), other, &self.arena).to_string()
             }
         })
     }
@@ -241,33 +322,37 @@ impl Record {
 
     fn canonical(&self) -> &Canonical {
         self.canonical.get_or_init(|| {
-            let root = &compiled(self.source).root;
-            let mut json = Vec::with_capacity(2 * self.strings.0.len() + 512);
+            let (root, slots, arena) = self.slots();
+            let mut json = Vec::with_capacity(2 * arena.text.len() + 512);
             let mut h = Sha256::new();
             h.update(self.source.as_str().as_bytes());
             h.update(b"\n");
             if self.source.graphql_root().is_some() {
                 let mut hashing = Hashing { sha: h, from: 0 };
-                write_record_json_hashing_shared(
-                    &mut json,
-                    root,
-                    &self.slots,
-                    &self.strings,
-                    &mut hashing,
-                );
+                write_record_json_hashing_shared(&mut json, root, slots, arena, &mut hashing);
                 h = hashing.sha;
                 h.update(&json[hashing.from..]);
             } else {
                 // Live only: every field counts, the hashed text is the record's.
-                write_record_json(&mut json, root, &self.slots, &self.strings);
+                write_record_json(&mut json, root, slots, arena);
                 h.update(&json);
             }
             Canonical {
-                id: hex::encode(&h.finalize()[..16]),
+                id: hex_id(&h.finalize()[..16]),
                 json,
             }
         })
     }
+}
+
+/// Lowercase hex of the id's 16 bytes (what `hex::encode` gives, without
+/// its char-by-char `String` building on the per-event path).
+fn hex_id(bytes: &[u8]) -> String {
+    let mut out = [0u8; 32];
+    hex::encode_to_slice(bytes, &mut out).expect("16 bytes make 32 hex digits");
+    std::str::from_utf8(&out)
+        .expect("hex digits are ASCII")
+        .to_owned()
 }
 
 /// The sub-level of the last field of `path`, if it is a record field.
@@ -283,35 +368,35 @@ fn sub_level_at<'a>(root: &'a Level, path: &[usize]) -> Option<&'a Level> {
     None
 }
 
-fn record_to_map(level: &Level, slots: &[Slot], strings: &Strings) -> Map<String, Value> {
+fn record_to_map(level: &Level, slots: &[Slot], arena: &Arena) -> Map<String, Value> {
     let mut out = Map::with_capacity(slots.len());
     for (i, (f, s)) in level.fields.iter().zip(slots).enumerate() {
-        out.insert(f.name.clone(), slot_to_value(level.sub(i), s, strings));
+        out.insert(f.name.clone(), slot_to_value(level.sub(i), s, arena));
     }
     out
 }
 
 /// One slot as JSON; `sub` is the field's level for records and lists.
-fn slot_to_value(sub: Option<&Level>, s: &Slot, strings: &Strings) -> Value {
-    let record = |slots: &[Slot]| match sub {
-        Some(l) => Value::Object(record_to_map(l, slots, strings)),
+fn slot_to_value(sub: Option<&Level>, s: &Slot, arena: &Arena) -> Value {
+    let record = |start: &usize| match sub {
+        Some(l) => Value::Object(record_to_map(l, arena.record(l, *start), arena)),
         None => unreachable!("record and list fields have a level"),
     };
-    let string = |span: &Span| Value::String(strings.get(*span).to_string());
+    let string = |span: &Span| Value::String(arena.get(*span).to_string());
     match s {
         Slot::Null => Value::Null,
         Slot::Int(i) => Value::from(*i),
         Slot::Bool(b) => Value::Bool(*b),
         Slot::Str(span) => string(span),
-        Slot::StrList(items) => Value::Array(items.iter().map(string).collect()),
-        Slot::Record(slots) => record(slots),
-        Slot::List(items) => Value::Array(items.iter().map(|i| record(i)).collect()),
+        Slot::StrList(run) => Value::Array(arena.str_list(*run).iter().map(string).collect()),
+        Slot::Record(start) => record(start),
+        Slot::List(run) => Value::Array(arena.items(*run).iter().map(record).collect()),
     }
 }
 
 /// Appends the compact JSON object of a record: what serde_json writes for
 /// the same fields as a `Value`.
-fn write_record_json(out: &mut Vec<u8>, level: &Level, slots: &[Slot], strings: &Strings) {
+fn write_record_json(out: &mut Vec<u8>, level: &Level, slots: &[Slot], arena: &Arena) {
     out.push(b'{');
     for (i, s) in slots.iter().enumerate() {
         if i > 0 {
@@ -319,22 +404,22 @@ fn write_record_json(out: &mut Vec<u8>, level: &Level, slots: &[Slot], strings: 
         }
         out.extend_from_slice(level.json_key(i));
         match s {
-            Slot::Record(sub) => {
+            Slot::Record(start) => {
                 let l = level.sub(i).expect("record fields have a level");
-                write_record_json(out, l, sub, strings);
+                write_record_json(out, l, arena.record(l, *start), arena);
             }
-            Slot::List(items) => {
+            Slot::List(run) => {
                 let l = level.sub(i).expect("list fields have a level");
                 out.push(b'[');
-                for (j, item) in items.iter().enumerate() {
+                for (j, item) in arena.items(*run).iter().enumerate() {
                     if j > 0 {
                         out.push(b',');
                     }
-                    write_record_json(out, l, item, strings);
+                    write_record_json(out, l, arena.record(l, *item), arena);
                 }
                 out.push(b']');
             }
-            scalar => write_scalar_json(out, scalar, strings),
+            scalar => write_scalar_json(out, scalar, arena),
         }
     }
     out.push(b'}');
@@ -363,7 +448,7 @@ fn write_record_json_hashing_shared(
     out: &mut Vec<u8>,
     level: &Level,
     slots: &[Slot],
-    strings: &Strings,
+    arena: &Arena,
     hashing: &mut Hashing,
 ) {
     out.push(b'{');
@@ -380,30 +465,32 @@ fn write_record_json_hashing_shared(
         kept_any |= keep;
         out.extend_from_slice(level.json_key(i));
         match s {
-            Slot::Record(sub) => {
+            Slot::Record(start) => {
                 let l = level.sub(i).expect("record fields have a level");
+                let sub = arena.record(l, *start);
                 if keep {
-                    write_record_json_hashing_shared(out, l, sub, strings, hashing);
+                    write_record_json_hashing_shared(out, l, sub, arena, hashing);
                 } else {
-                    write_record_json(out, l, sub, strings);
+                    write_record_json(out, l, sub, arena);
                 }
             }
-            Slot::List(items) => {
+            Slot::List(run) => {
                 let l = level.sub(i).expect("list fields have a level");
                 out.push(b'[');
-                for (j, item) in items.iter().enumerate() {
+                for (j, item) in arena.items(*run).iter().enumerate() {
                     if j > 0 {
                         out.push(b',');
                     }
+                    let item = arena.record(l, *item);
                     if keep {
-                        write_record_json_hashing_shared(out, l, item, strings, hashing);
+                        write_record_json_hashing_shared(out, l, item, arena, hashing);
                     } else {
-                        write_record_json(out, l, item, strings);
+                        write_record_json(out, l, item, arena);
                     }
                 }
                 out.push(b']');
             }
-            scalar => write_scalar_json(out, scalar, strings),
+            scalar => write_scalar_json(out, scalar, arena),
         }
         if !keep {
             hashing.skip(out, start, out.len());
@@ -414,20 +501,20 @@ fn write_record_json_hashing_shared(
 
 // Inlined into the record writers: it runs for every field.
 #[inline(always)]
-fn write_scalar_json(out: &mut Vec<u8>, s: &Slot, strings: &Strings) {
+fn write_scalar_json(out: &mut Vec<u8>, s: &Slot, arena: &Arena) {
     match s {
         Slot::Null => out.extend_from_slice(b"null"),
         Slot::Int(n) => write_i64(out, *n),
         Slot::Bool(true) => out.extend_from_slice(b"true"),
         Slot::Bool(false) => out.extend_from_slice(b"false"),
-        Slot::Str(s) => write_json_str(out, strings.get(*s)),
-        Slot::StrList(items) => {
+        Slot::Str(s) => write_json_str(out, arena.get(*s)),
+        Slot::StrList(run) => {
             out.push(b'[');
-            for (j, item) in items.iter().enumerate() {
+            for (j, item) in arena.str_list(*run).iter().enumerate() {
                 if j > 0 {
                     out.push(b',');
                 }
-                write_json_str(out, strings.get(*item));
+                write_json_str(out, arena.get(*item));
             }
             out.push(b']');
         }

@@ -18,7 +18,7 @@ use serde_json::{Map, Number, Value};
 
 use super::compiled::{compiled, Level};
 use super::schema::{Field, Ty};
-use super::{find_json_special, DataSource, Record, Slot, Span, Strings};
+use super::{find_json_special, Arena, DataSource, Record, Slot};
 
 /// Deepest nesting accepted; the schema itself is at most 4 levels deep.
 const MAX_DEPTH: usize = 32;
@@ -43,22 +43,28 @@ impl NormalizeError {
 struct Ctx {
     source: DataSource,
     live: bool,
-    strings: Strings,
+    arena: Arena,
     extra: Map<String, Value>,
 }
 
 impl Ctx {
-    fn new(source: DataSource, live: bool, capacity: usize) -> Ctx {
+    /// `text`: the bytes of strings to reserve room for.
+    fn new(source: DataSource, live: bool, text: usize) -> Ctx {
         Ctx {
             source,
             live,
-            strings: Strings::with_capacity(capacity),
+            arena: Arena::for_record(&compiled(source).root, text),
             extra: Map::new(),
         }
     }
 
-    fn str_list(&mut self, items: Vec<String>) -> Vec<Span> {
-        items.iter().map(|s| self.strings.push(s)).collect()
+    fn str_list(&mut self, items: Vec<String>) -> Slot {
+        let start = self.arena.str_list_start();
+        for s in &items {
+            let span = self.arena.push(s);
+            self.arena.push_item(span);
+        }
+        self.arena.str_list_since(start)
     }
 
     fn err(&self, reason: &'static str, detail: String) -> NormalizeError {
@@ -81,11 +87,15 @@ impl Ctx {
 /// way then runs: parse the whole text to a JSON value, convert that. That
 /// way decides every error and its message.
 pub fn normalize_live(source: DataSource, raw: &[u8]) -> Result<Record, NormalizeError> {
-    let ctx = Ctx::new(source, true, 0);
-    let text = std::str::from_utf8(raw).map_err(|e| ctx.err("invalid_utf8", e.to_string()))?;
+    let text = match std::str::from_utf8(raw) {
+        Ok(text) => text,
+        Err(e) => return Err(Ctx::new(source, true, 0).err("invalid_utf8", e.to_string())),
+    };
     if let Some(record) = fast::normalize(source, text) {
         return Ok(record);
     }
+    // The fast way gave up: its context (and arena) are gone, start afresh.
+    let ctx = Ctx::new(source, true, 256);
     if nesting_depth(text) > MAX_DEPTH {
         return Err(ctx.err("too_deep", format!("nesting deeper than {MAX_DEPTH}")));
     }
@@ -107,8 +117,8 @@ fn normalize(mut ctx: Ctx, value: &Value) -> Result<Record, NormalizeError> {
         ));
     };
     let root = &compiled(ctx.source).root;
-    let slots = record(&mut ctx, root, obj, Path::Root)?;
-    Ok(Record::new(ctx.source, slots, ctx.strings, ctx.extra))
+    record(&mut ctx, root, obj, Path::Root)?;
+    Ok(Record::new(ctx.source, ctx.arena, ctx.extra))
 }
 
 fn nesting_depth(text: &str) -> usize {
@@ -192,14 +202,15 @@ impl fmt::Display for Path<'_> {
     }
 }
 
-/// The reference conversion of one JSON object into the slots of `level`.
+/// The reference conversion of one JSON object into the slots of `level`;
+/// returns where they start in the arena.
 fn record(
     ctx: &mut Ctx,
     level: &'static Level,
     obj: &Map<String, Value>,
     path: Path<'_>,
-) -> Result<Vec<Slot>, NormalizeError> {
-    let mut slots = vec![Slot::Null; level.fields.len()];
+) -> Result<usize, NormalizeError> {
+    let start = ctx.arena.open_record(level.fields.len());
     let mut folded: Vec<(usize, usize, &Value)> = Vec::new(); // (field index, slot number, value)
     for (key, v) in obj {
         if ctx.live {
@@ -211,25 +222,27 @@ fn record(
         match level.index(ctx.live, key) {
             Some(fi) => {
                 let f = &level.fields[fi];
-                slots[fi] = convert(ctx, f, level.sub(fi), v, Path::Key(&path, &f.name))?;
+                let slot = convert(ctx, f, level.sub(fi), v, Path::Key(&path, &f.name))?;
+                ctx.arena.set(start, fi, slot);
             }
             None => {
                 ctx.extra.insert(join(&path.render(), key), v.clone());
             }
         }
     }
-    fold(ctx, level, &folded, path, &mut slots)?;
-    Ok(slots)
+    fold(ctx, level, &folded, path, start)?;
+    Ok(start)
 }
 
 /// The folded slots (`extra_profile_available_3`, …) of one record become
 /// their list fields, in slot-number order; after the record's other keys.
+/// `record_start`: where the record's slots start.
 fn fold(
     ctx: &mut Ctx,
     level: &'static Level,
     folded: &[(usize, usize, &Value)],
     path: Path<'_>,
-    slots: &mut [Slot],
+    record_start: usize,
 ) -> Result<(), NormalizeError> {
     if folded.is_empty() {
         return Ok(());
@@ -262,7 +275,8 @@ fn fold(
                 }
             }
         }
-        slots[i] = Slot::List(list);
+        let slot = ctx.arena.record_list(&list);
+        ctx.arena.set(record_start, i, slot);
     }
     Ok(())
 }
@@ -287,9 +301,9 @@ fn convert(
         (Ty::Long, _) => Slot::Int(as_long(v).ok_or_else(|| wrong(ctx, "an integer"))?),
         (Ty::Timestamp, _) => Slot::Int(as_millis(v).ok_or_else(|| wrong(ctx, "a time"))?),
         (Ty::Str, _) => match v {
-            Value::String(s) => Slot::Str(ctx.strings.push(s)),
-            Value::Number(n) => Slot::Str(ctx.strings.push_display(n)),
-            Value::Bool(b) => Slot::Str(ctx.strings.push_display(b)),
+            Value::String(s) => Slot::Str(ctx.arena.push(s)),
+            Value::Number(n) => Slot::Str(ctx.arena.push_display(n)),
+            Value::Bool(b) => Slot::Str(ctx.arena.push_display(b)),
             _ => return Err(wrong(ctx, "a string")),
         },
         (Ty::Bool, _) => match v {
@@ -302,15 +316,18 @@ fn convert(
         },
         (Ty::StrList, _) => {
             let items = str_items(v).ok_or_else(|| wrong(ctx, "a list of strings"))?;
-            Slot::StrList(ctx.str_list(items))
+            ctx.str_list(items)
         }
-        (Ty::Json, _) => Slot::Str(ctx.strings.push_display(v)),
+        (Ty::Json, _) => Slot::Str(ctx.arena.push_display(v)),
         (Ty::Record(_), Some(sub)) => match v {
             Value::Object(o) => Slot::Record(record(ctx, sub, o, path)?),
             _ => return Err(wrong(ctx, "an object")),
         },
         (Ty::RecordList(_), Some(sub)) => match v {
-            Value::Object(o) => Slot::List(vec![record(ctx, sub, o, path)?]),
+            Value::Object(o) => {
+                let item = record(ctx, sub, o, path)?;
+                ctx.arena.record_list(&[item])
+            }
             Value::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
@@ -324,7 +341,7 @@ fn convert(
                         }
                     }
                 }
-                Slot::List(out)
+                ctx.arena.record_list(&out)
             }
             _ => return Err(wrong(ctx, "a list of objects")),
         },
@@ -478,9 +495,9 @@ mod fast {
         };
         p.ws();
         p.eat(b'{')?;
-        let slots = p.record(&mut ctx, &compiled(source).root, Path::Root, 1)?;
+        p.record(&mut ctx, &compiled(source).root, Path::Root, 1)?;
         p.ws();
-        (p.at == p.bytes.len()).then(|| Record::new(source, slots, ctx.strings, ctx.extra))
+        (p.at == p.bytes.len()).then(|| Record::new(source, ctx.arena, ctx.extra))
     }
 
     /// Accepts a value kept whole at nesting `depth` unless it nests too deep.
@@ -512,9 +529,9 @@ mod fast {
         match ty {
             Ty::Long => str_as_long(s).map(Slot::Int),
             Ty::Timestamp => str_as_millis(s).map(Slot::Int),
-            Ty::Str => Some(Slot::Str(ctx.strings.push(s))),
+            Ty::Str => Some(Slot::Str(ctx.arena.push(s))),
             Ty::Bool => str_as_bool(s).map(Slot::Bool),
-            Ty::StrList => str_as_str_list(s).map(|items| Slot::StrList(ctx.str_list(items))),
+            Ty::StrList => str_as_str_list(s).map(|items| ctx.str_list(items)),
             _ => None,
         }
     }
@@ -523,7 +540,7 @@ mod fast {
         match ty {
             Ty::Long => number_as_long(n).map(Slot::Int),
             Ty::Timestamp => number_as_millis(n).map(Slot::Int),
-            Ty::Str => Some(Slot::Str(ctx.strings.push_display(n))),
+            Ty::Str => Some(Slot::Str(ctx.arena.push_display(n))),
             Ty::Bool => number_as_bool(n).map(Slot::Bool),
             _ => None,
         }
@@ -532,7 +549,7 @@ mod fast {
     fn from_bool(ctx: &mut Ctx, ty: &Ty, b: bool) -> Option<Slot> {
         match ty {
             Ty::Long => Some(Slot::Int(i64::from(b))),
-            Ty::Str => Some(Slot::Str(ctx.strings.push_display(&b))),
+            Ty::Str => Some(Slot::Str(ctx.arena.push_display(&b))),
             Ty::Bool => Some(Slot::Bool(b)),
             _ => None,
         }
@@ -565,16 +582,16 @@ mod fast {
             (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
         }
 
-        /// One record's members, after its `{`; `depth` is the record's nesting.
+        /// One record's members, after its `{`; `depth` is the record's
+        /// nesting. Returns where its slots start in the arena.
         fn record(
             &mut self,
             ctx: &mut Ctx,
             level: &'static Level,
             path: Path<'_>,
             depth: usize,
-        ) -> Option<Vec<Slot>> {
-            let mut slots = Vec::with_capacity(level.fields.len());
-            slots.resize_with(level.fields.len(), || Slot::Null);
+        ) -> Option<usize> {
+            let start = ctx.arena.open_record(level.fields.len());
             let mut seen = Seen([0; 4]);
             // (field index, slot number, value, key); converted after the other keys.
             let mut folded: Vec<(usize, usize, Value, String)> = Vec::new();
@@ -598,7 +615,8 @@ mod fast {
                         }
                         let f = &level.fields[fi];
                         let child = Path::Key(&path, &f.name);
-                        slots[fi] = self.field(ctx, f, level.sub(fi), child, depth)?;
+                        let slot = self.field(ctx, f, level.sub(fi), child, depth)?;
+                        ctx.arena.set(start, fi, slot);
                     } else {
                         let v = self.whole_value()?;
                         let at = join(&path.render(), &key);
@@ -623,9 +641,9 @@ mod fast {
             if !folded.is_empty() {
                 let refs: Vec<(usize, usize, &Value)> =
                     folded.iter().map(|(fi, n, v, _)| (*fi, *n, v)).collect();
-                fold(ctx, level, &refs, path, &mut slots).ok()?;
+                fold(ctx, level, &refs, path, start).ok()?;
             }
-            Some(slots)
+            Some(start)
         }
 
         /// One known field's value, converted as `convert` would convert it;
@@ -647,7 +665,7 @@ mod fast {
                 return Some(if v.is_null() {
                     Slot::Null
                 } else {
-                    Slot::Str(ctx.strings.push_display(&v))
+                    Slot::Str(ctx.arena.push_display(&v))
                 });
             }
             match self.peek()? {
@@ -679,7 +697,8 @@ mod fast {
                             Some(Slot::Record(self.record(ctx, sub, path, depth + 1)?))
                         }
                         Ty::RecordList(_) => {
-                            Some(Slot::List(vec![self.record(ctx, sub, path, depth + 1)?]))
+                            let item = self.record(ctx, sub, path, depth + 1)?;
+                            Some(ctx.arena.record_list(&[item]))
                         }
                         _ => None,
                     }
@@ -687,12 +706,12 @@ mod fast {
                 b'[' => {
                     self.at += 1;
                     match (&f.ty, sub) {
-                        (Ty::StrList, _) => self.str_list(ctx).map(Slot::StrList),
+                        (Ty::StrList, _) => self.str_list(ctx),
                         (Ty::RecordList(_), Some(sub)) => {
                             let mut items = Vec::new();
                             self.ws();
                             if self.eat(b']').is_some() {
-                                return Some(Slot::List(items));
+                                return Some(ctx.arena.record_list(&items));
                             }
                             loop {
                                 self.ws();
@@ -704,7 +723,7 @@ mod fast {
                                     b',' => self.at += 1,
                                     b']' => {
                                         self.at += 1;
-                                        return Some(Slot::List(items));
+                                        return Some(ctx.arena.record_list(&items));
                                     }
                                     _ => return None,
                                 }
@@ -719,33 +738,34 @@ mod fast {
 
         /// A `StrList` array's items, after its `[`: strings, or numbers and
         /// booleans as their text.
-        fn str_list(&mut self, ctx: &mut Ctx) -> Option<Vec<Span>> {
-            let mut items = Vec::new();
+        fn str_list(&mut self, ctx: &mut Ctx) -> Option<Slot> {
+            let start = ctx.arena.str_list_start();
             self.ws();
             if self.eat(b']').is_some() {
-                return Some(items);
+                return Some(ctx.arena.str_list_since(start));
             }
             loop {
                 self.ws();
-                items.push(match self.peek()? {
+                let span = match self.peek()? {
                     b'"' => {
                         let s = self.string()?;
-                        ctx.strings.push(&s)
+                        ctx.arena.push(&s)
                     }
                     b'-' | b'0'..=b'9' => {
                         let n = self.number()?;
-                        ctx.strings.push_display(&n)
+                        ctx.arena.push_display(&n)
                     }
-                    b't' => self.literal(b"true").map(|_| ctx.strings.push("true"))?,
-                    b'f' => self.literal(b"false").map(|_| ctx.strings.push("false"))?,
+                    b't' => self.literal(b"true").map(|_| ctx.arena.push("true"))?,
+                    b'f' => self.literal(b"false").map(|_| ctx.arena.push("false"))?,
                     _ => return None,
-                });
+                };
+                ctx.arena.push_item(span);
                 self.ws();
                 match self.peek()? {
                     b',' => self.at += 1,
                     b']' => {
                         self.at += 1;
-                        return Some(items);
+                        return Some(ctx.arena.str_list_since(start));
                     }
                     _ => return None,
                 }
