@@ -25,6 +25,8 @@ pub(crate) struct Level {
     /// Slots of a record of this level with every nested record present
     /// (lists not counted): what a record's arena reserves.
     slot_count: usize,
+    /// `StrList` fields of such a record: the arena reserves a few items each.
+    str_list_count: usize,
 }
 
 /// Layer key → index of the first field carrying it, bucketed by key
@@ -81,17 +83,21 @@ impl Level {
                 _ => None,
             })
             .collect();
-        let nested: usize = fields
-            .iter()
-            .zip(&subs)
-            .filter_map(|(f, sub)| match (&f.ty, sub) {
-                (Ty::Record(_), Some(l)) => Some(l.slot_count),
-                _ => None,
-            })
-            .sum();
+        let nested = |count: fn(&Level) -> usize| -> usize {
+            fields
+                .iter()
+                .zip(&subs)
+                .filter_map(|(f, sub)| match (&f.ty, sub) {
+                    (Ty::Record(_), Some(l)) => Some(count(l)),
+                    _ => None,
+                })
+                .sum()
+        };
+        let own_str_lists = fields.iter().filter(|f| f.ty == Ty::StrList).count();
         Level {
             fields,
-            slot_count: fields.len() + nested,
+            slot_count: fields.len() + nested(|l| l.slot_count),
+            str_list_count: own_str_lists + nested(|l| l.str_list_count),
             subs,
             json_keys: fields
                 .iter()
@@ -111,6 +117,10 @@ impl Level {
 
     pub fn slot_count(&self) -> usize {
         self.slot_count
+    }
+
+    pub fn str_list_count(&self) -> usize {
+        self.str_list_count
     }
 
     /// The compiled level of field `i`'s record (or list items).

@@ -97,12 +97,13 @@ pub(crate) struct Arena {
 
 impl Arena {
     /// An arena sized for `text` bytes of strings and the slots of a full
-    /// record of `level` (its nested records included).
+    /// record of `level` (its nested records included), with room for a few
+    /// items per string list.
     pub fn for_record(level: &Level, text: usize) -> Arena {
         Arena {
             text: String::with_capacity(text),
             slots: Vec::with_capacity(level.slot_count()),
-            spans: Vec::new(),
+            spans: Vec::with_capacity(4 * level.str_list_count()),
             items: Vec::new(),
         }
     }
