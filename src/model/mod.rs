@@ -87,7 +87,7 @@ pub(crate) struct Run {
 /// spans of its string lists' items and the slot starts of its record
 /// lists' items. A normalizer appends to them as it parses; the top-level
 /// record's slots come first (it is opened first).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Arena {
     text: String,
     slots: Vec<Slot>,
@@ -194,7 +194,7 @@ pub struct Record {
     arena: Arena,
     /// Unknown fields, by dotted path, kept verbatim.
     pub extra: Map<String, Value>,
-    /// The JSON view of `slots`, built on first use of [`Record::fields`].
+    /// The JSON view of the slots, built on first use of [`Record::fields`].
     view: OnceLock<Map<String, Value>>,
     /// The record's JSON text and event id, built together on first use.
     canonical: OnceLock<Canonical>,
