@@ -18,6 +18,11 @@
 //!   sent through the same sink with the same settings and the same ack
 //!   window, but with no socket reading and no normalization. Each lap
 //!   gets fresh message ids, so JetStream's dedup does not flatter it.
+//! - **Bare publisher** (NATS only): the issue's own reference point, a
+//!   plain async-nats JetStream publisher with `Nats-Msg-Id` as its only
+//!   header and 256 acks pending, sending the same payloads to the same
+//!   subjects. Against the ceiling it shows what the relay's message
+//!   (CloudEvents headers) and its sink cost, before any relay work.
 //! - **Relay throughput**: the simulator in firehose mode (as fast as each
 //!   socket is read, so TCP back-pressure finds the slower side) → the relay
 //!   process → the broker; acknowledged events/s from the relay's metrics.
@@ -560,17 +565,7 @@ async fn ceiling(
 ) -> CeilingSample {
     let sink_config = broker.sink_config();
     let builder = MessageBuilder::without_registry(format, &sink_config);
-    let now = chrono::Utc::now().timestamp_millis();
-    let messages: Vec<_> = frames
-        .iter()
-        .filter_map(|(source, raw)| {
-            let record = model::normalize_live(*source, raw).ok()?;
-            builder
-                .build(&Envelope::new("t0".into(), Origin::Live, now, record))
-                .ok()
-        })
-        .collect();
-    assert!(!messages.is_empty(), "no frame of the sample normalized");
+    let messages = build_messages(&builder, frames);
     let sink = studio_relay::sink::build(&sink_config)
         .await
         .expect("sink connects");
@@ -610,6 +605,98 @@ async fn ceiling(
                 }
             };
             inflight.push(ack);
+            sent += 1;
+        } else if let Some(r) = inflight.next().await {
+            r.expect("broker acks");
+            acked += 1;
+        }
+    }
+    let t0 = t0.unwrap_or(start);
+    let events = (acked - a0) as f64;
+    let rate = events / t0.elapsed().as_secs_f64();
+    let (publisher1, broker1) = (proc_stat(std::process::id()), proc_stat(broker.pid()));
+    while let Some(r) = inflight.next().await {
+        r.expect("broker acks");
+    }
+    CeilingSample {
+        events_per_sec: rate,
+        publisher_cpu_per_million: per_million(publisher1.cpu_secs - publisher0.cpu_secs, events),
+        broker_cpu_per_million: per_million(broker1.cpu_secs - broker0.cpu_secs, events),
+    }
+}
+
+/// The relay's messages for `frames`, as it would publish them for tenant `t0`.
+fn build_messages(
+    builder: &MessageBuilder,
+    frames: &[(DataSource, Bytes)],
+) -> Vec<studio_relay::sink::OutboundMessage> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let messages: Vec<_> = frames
+        .iter()
+        .filter_map(|(source, raw)| {
+            let record = model::normalize_live(*source, raw).ok()?;
+            builder
+                .build(&Envelope::new("t0".into(), Origin::Live, now, record))
+                .ok()
+        })
+        .collect();
+    assert!(!messages.is_empty(), "no frame of the sample normalized");
+    messages
+}
+
+const BARE_PUBLISHER: &str =
+    "reference: bare async-nats publisher (Nats-Msg-Id only, 256 acks pending)";
+
+/// The reference publisher: plain async-nats, JetStream, the same
+/// payloads and subjects, `Nats-Msg-Id` as the only header, 256 acks
+/// pending, and no sink, no CloudEvents headers, no retry bookkeeping. Its
+/// rate against the ceiling's shows what the relay's message format and
+/// sink cost the broker and the client, apart from the relay's own work.
+async fn bare_nats_publisher(
+    broker: &Broker,
+    format: EncodingFormat,
+    frames: &[(DataSource, Bytes)],
+    o: &Opts,
+) -> CeilingSample {
+    let Broker::Nats(nats) = broker else {
+        panic!("the bare publisher is a NATS client")
+    };
+    let sink_config = broker.sink_config();
+    let builder = MessageBuilder::without_registry(format, &sink_config);
+    let messages = build_messages(&builder, frames);
+    // The stream, as the relay creates it.
+    let sink = studio_relay::sink::build(&sink_config)
+        .await
+        .expect("sink connects");
+    sink.prepare(&[]).await.expect("stream exists");
+    drop(sink);
+    let client = async_nats::connect(nats.url())
+        .await
+        .expect("NATS connects");
+    let js = async_nats::jetstream::new(client);
+    const PENDING: usize = 256;
+    let mut inflight = FuturesUnordered::new();
+    let (mut sent, mut acked) = (0usize, 0u64);
+    let start = Instant::now();
+    let (mut t0, mut a0) = (None, 0u64);
+    let (mut publisher0, mut broker0) = (ProcStat::default(), ProcStat::default());
+    let end = start + o.warmup + o.duration;
+    while Instant::now() < end {
+        if t0.is_none() && start.elapsed() >= o.warmup {
+            t0 = Some(Instant::now());
+            a0 = acked;
+            (publisher0, broker0) = (proc_stat(std::process::id()), proc_stat(broker.pid()));
+        }
+        if inflight.len() < PENDING {
+            let m = &messages[sent % messages.len()];
+            let mut headers = async_nats::HeaderMap::new();
+            let id = format!("{}-{}", m.event_id, sent / messages.len());
+            headers.insert("Nats-Msg-Id", id.as_str());
+            let ack = js
+                .publish_with_headers(m.destination.clone(), headers, m.payload.clone())
+                .await
+                .expect("broker takes the message");
+            inflight.push(async move { ack.await });
             sent += 1;
         } else if let Some(r) = inflight.next().await {
             r.expect("broker acks");
@@ -953,6 +1040,25 @@ async fn run(o: &Opts) -> Report {
                     c.events_per_sec,
                 );
                 drop(broker);
+                if kind == "nats" {
+                    let broker = Broker::start(kind);
+                    let b = bare_nats_publisher(&broker, format, &frames, o).await;
+                    for (figure, unit, value) in [
+                        (BARE_PUBLISHER, "events/s", b.events_per_sec),
+                        (
+                            "bare publisher: its CPU per million events",
+                            "CPU-s",
+                            b.publisher_cpu_per_million,
+                        ),
+                        (
+                            "bare publisher: broker CPU per million events",
+                            "CPU-s",
+                            b.broker_cpu_per_million,
+                        ),
+                    ] {
+                        r.add(&label, figure, unit, value);
+                    }
+                }
                 let broker = Broker::start(kind);
                 let t = relay_throughput(&broker, format, 1, o).await;
                 r.add(&label, "relay", "events/s", t.events_per_sec);
@@ -1263,6 +1369,7 @@ fn main() {
             ("NATS JetStream json", "relay"),
             ("Kafka (Tansu) avro", "relay"),
             ("NATS JetStream avro", "ceiling (plain publisher)"),
+            ("NATS JetStream json", BARE_PUBLISHER),
         ];
         for (scenario, figure) in expected {
             if !o.only.is_empty() {

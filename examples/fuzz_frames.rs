@@ -85,7 +85,7 @@ fn main() {
                     source,
                     received_at_ms: 1_779_100_000_000,
                     received: Instant::now(),
-                    payload: FramePayload::Text(bytes.clone()),
+                    payload: FramePayload::from_bytes(bytes.clone()),
                 },
                 builder,
                 &metrics,

@@ -146,7 +146,7 @@ fn main() {
                     source,
                     received_at_ms: 1_779_100_000_123,
                     received: Instant::now(),
-                    payload: FramePayload::Text(Bytes::copy_from_slice(raw)),
+                    payload: FramePayload::from_bytes(Bytes::copy_from_slice(raw)),
                 },
                 b,
                 &metrics,

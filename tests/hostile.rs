@@ -55,7 +55,7 @@ fn every_hostile_frame_is_dead_lettered_or_kept_and_nothing_panics() {
         cases.push((
             name.clone(),
             source,
-            FramePayload::Text(raw),
+            FramePayload::from_bytes(raw),
             name.contains(".ok."),
         ));
     }
@@ -73,15 +73,15 @@ fn every_hostile_frame_is_dead_lettered_or_kept_and_nothing_panics() {
     for (name, payload) in [
         (
             "generated.deep-array",
-            FramePayload::Text(Bytes::from(deep)),
+            FramePayload::from_bytes(Bytes::from(deep)),
         ),
         (
             "generated.deep-object",
-            FramePayload::Text(Bytes::from(deep_obj)),
+            FramePayload::from_bytes(Bytes::from(deep_obj)),
         ),
         (
             "generated.5mib-unterminated",
-            FramePayload::Text(Bytes::from(huge)),
+            FramePayload::from_bytes(Bytes::from(huge)),
         ),
         (
             "generated.binary",
@@ -102,7 +102,8 @@ fn every_hostile_frame_is_dead_lettered_or_kept_and_nothing_panics() {
     let mut dead = 0;
     for (name, source, payload, ok) in cases {
         let raw = match &payload {
-            FramePayload::Text(b) | FramePayload::Binary(b) => b.clone(),
+            FramePayload::Text(t) => Bytes::from(t.clone()),
+            FramePayload::Binary(b) => b.clone(),
             FramePayload::Oversized { head, .. } => head.clone(),
         };
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

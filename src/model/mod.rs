@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 pub(crate) use compiled::{compiled, Level};
-pub use normalize::{normalize_historic, normalize_live, NormalizeError};
+pub use normalize::{normalize_historic, normalize_live, normalize_live_text, NormalizeError};
 pub use schema::{Field, Ty};
 pub use source::DataSource;
 

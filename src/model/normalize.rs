@@ -87,10 +87,15 @@ impl Ctx {
 /// way then runs: parse the whole text to a JSON value, convert that. That
 /// way decides every error and its message.
 pub fn normalize_live(source: DataSource, raw: &[u8]) -> Result<Record, NormalizeError> {
-    let text = match std::str::from_utf8(raw) {
-        Ok(text) => text,
-        Err(e) => return Err(Ctx::new(source, true, 0).err("invalid_utf8", e.to_string())),
-    };
+    match std::str::from_utf8(raw) {
+        Ok(text) => normalize_live_text(source, text),
+        Err(e) => Err(Ctx::new(source, true, 0).err("invalid_utf8", e.to_string())),
+    }
+}
+
+/// [`normalize_live`] for a frame already known to be UTF-8 (a WebSocket
+/// text frame), without checking it again.
+pub fn normalize_live_text(source: DataSource, text: &str) -> Result<Record, NormalizeError> {
     if let Some(record) = fast::normalize(source, text) {
         return Ok(record);
     }

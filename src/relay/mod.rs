@@ -569,9 +569,9 @@ fn prepare_frame(
             )
         }
     };
-    let record = match model::normalize_live(source, &text) {
+    let record = match model::normalize_live_text(source, &text) {
         Ok(r) => r,
-        Err(e) => return (dead(e.reason(), e.to_string(), text), None),
+        Err(e) => return (dead(e.reason(), e.to_string(), text.into()), None),
     };
     UnknownFieldsKept {
         tenant: &tenant,
@@ -590,7 +590,7 @@ fn prepare_frame(
             received: Some(received),
             tracker: None,
         },
-        Err(e) => dead("encode", e.to_string(), text),
+        Err(e) => dead("encode", e.to_string(), text.into()),
     };
     (outgoing, event_time)
 }

@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+/// A text frame's payload: bytes known to be UTF-8.
+pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{redact_url, Secret, UpstreamConfig};
@@ -52,13 +54,29 @@ pub struct LiveFrame {
 
 #[derive(Debug, Clone)]
 pub enum FramePayload {
-    Text(Bytes),
+    /// A text frame. The WebSocket layer has checked that it is UTF-8 (it
+    /// fails the connection otherwise, RFC 6455 §8.1), so the type says so
+    /// and nothing downstream checks again.
+    Text(Utf8Bytes),
     Binary(Bytes),
     /// A frame above `max_frame_bytes`: only its head is kept (for the dead letter).
     Oversized {
         head: Bytes,
         len: usize,
     },
+}
+
+impl FramePayload {
+    /// Bytes as a frame the pipeline can be fed without a socket (tests,
+    /// fuzzing, profiling): text when they are UTF-8, else binary, since a
+    /// text frame that is not UTF-8 never reaches the relay (the WebSocket
+    /// layer fails the connection instead).
+    pub fn from_bytes(bytes: Bytes) -> FramePayload {
+        match Utf8Bytes::try_from(bytes.clone()) {
+            Ok(text) => FramePayload::Text(text),
+            Err(_) => FramePayload::Binary(bytes),
+        }
+    }
 }
 
 /// Connection lifecycle notifications (used for gap backfill).
@@ -358,14 +376,14 @@ impl LiveSocket {
                         let _ = ws.close(None).await;
                         return Ended::InvalidPath;
                     }
-                    let bytes = Bytes::from(text);
-                    if bytes.len() > max {
+                    if text.len() > max {
+                        let bytes = Bytes::from(text);
                         FramePayload::Oversized {
                             len: bytes.len(),
                             head: bytes.slice(..max.min(64 * 1024)),
                         }
                     } else {
-                        FramePayload::Text(bytes)
+                        FramePayload::Text(text)
                     }
                 }
                 Some(Ok(Message::Binary(bytes))) => {
