@@ -33,6 +33,9 @@
 //!   send time the firehose writes into each record's identity field. Run
 //!   twice: JetStream file storage (what users run) and memory storage (the
 //!   broker's disk taken out, which is where file storage's tail comes from).
+//!   Next to each, the latency ceiling: a plain publisher sending the
+//!   relay's messages through the same sink at the same rate, send → ack,
+//!   which is the part of the tail that is the broker's and the machine's.
 //! - **Cost**: CPU seconds (utime + stime from /proc) per million events and
 //!   peak RSS (VmHWM) of the relay process during the throughput runs.
 //! - **CPU budget**: the same CPU per million events for every process of
@@ -846,6 +849,69 @@ async fn latency(o: &Opts, storage: &str) -> LatencySample {
     }
 }
 
+/// The latency the broker and this machine give a plain publisher at the
+/// latency run's rate: the relay's messages (JSON) sent through the same
+/// sink, `rate / 1000` every millisecond, each timed from send to ack. It
+/// is the part of the relay's frame → ack latency that is not the relay's.
+async fn ceiling_latency(o: &Opts, storage: &str, frames: &[(DataSource, Bytes)]) -> [f64; 3] {
+    let broker = Broker::start("nats");
+    let mut sink_config = broker.sink_config();
+    sink_config.nats.storage = storage.to_string();
+    let builder = MessageBuilder::without_registry(EncodingFormat::Json, &sink_config);
+    let messages = build_messages(&builder, frames);
+    let sink = studio_relay::sink::build(&sink_config)
+        .await
+        .expect("sink connects");
+    sink.prepare(&builder.all_destinations(["t0"], &DataSource::ALL))
+        .await
+        .expect("destinations exist");
+    let per_tick = (o.latency_rate / 1000).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut inflight = FuturesUnordered::new();
+    let mut latencies = Vec::new();
+    let start = Instant::now();
+    let (measure_from, end) = (start + o.warmup, start + o.warmup + o.duration);
+    let mut sent = 0usize;
+    let mut settled = |(t, d): (Instant, f64)| {
+        if t >= measure_from {
+            latencies.push(d);
+        }
+    };
+    while Instant::now() < end {
+        tokio::select! {
+            _ = tick.tick() => {
+                for _ in 0..per_tick {
+                    let mut m = messages[sent % messages.len()].clone();
+                    m.event_id = format!("{}-{}", m.event_id, sent / messages.len());
+                    let t = Instant::now();
+                    let send = sink.send(&m);
+                    tokio::pin!(send);
+                    // The sink's ack window frees up only as acks are
+                    // settled: keep settling them while it makes us wait.
+                    let ack = loop {
+                        tokio::select! {
+                            r = &mut send => break r.expect("broker takes the message"),
+                            Some(done) = inflight.next(), if !inflight.is_empty() => settled(done),
+                        }
+                    };
+                    inflight.push(async move {
+                        ack.await.expect("broker acks");
+                        (t, t.elapsed().as_secs_f64())
+                    });
+                    sent += 1;
+                }
+            }
+            Some(done) = inflight.next(), if !inflight.is_empty() => settled(done),
+        }
+    }
+    while let Some(done) = inflight.next().await {
+        settled(done);
+    }
+    assert!(!latencies.is_empty(), "no ack in the measured window");
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    QUANTILES.map(|q| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)])
+}
+
 /// The firehose's send time, from the identity field of a JSON envelope.
 fn send_time_us(payload: &[u8]) -> Option<i64> {
     let v: Value = serde_json::from_slice(payload).ok()?;
@@ -1129,7 +1195,18 @@ async fn run(o: &Opts) -> Report {
             break;
         }
         eprintln!("== {label}");
+        let frames = capture_frames(if o.smoke { 200 } else { 2_000 }).await;
         for _ in 0..o.runs {
+            let _ = Command::new("sync").status();
+            let c = ceiling_latency(o, storage, &frames).await;
+            for (q, v) in QUANTILES.iter().zip(c) {
+                r.add(
+                    &label,
+                    &format!("ceiling: plain publisher send → broker ack p{}", q * 100.0),
+                    "ms",
+                    v * 1e3,
+                );
+            }
             // The throughput runs before this leave gigabytes of JetStream
             // files for the kernel to write back; that disk traffic showed
             // as a 10-22 ms p99 here (3-4 ms without it).
