@@ -578,6 +578,27 @@ async fn ceiling(
         .expect("destinations exist");
     // The relay's own ack window (the sink applies its own pending-ack limit too).
     let window = studio_relay::relay::PublisherSettings::default().window;
+    closed_loop(broker, window, o, async |sent| {
+        let mut m = messages[sent % messages.len()].clone();
+        // A new id per lap: JetStream must store every one.
+        m.event_id = format!("{}-{}", m.event_id, sent / messages.len());
+        let ack = sink.send(&m).await.expect("broker takes the message");
+        async move { ack.await.expect("broker acks") }
+    })
+    .await
+}
+
+/// Sends message after message (`send` gets the count sent so far and
+/// returns the message's ack) for the warm-up and the measured duration,
+/// with at most `window` awaiting their ack. Returns the acknowledged rate
+/// and the CPU per event of this process and of the broker, measured after
+/// the warm-up.
+async fn closed_loop<A: std::future::Future<Output = ()>>(
+    broker: &Broker,
+    window: usize,
+    o: &Opts,
+    mut send: impl AsyncFnMut(usize) -> A,
+) -> CeilingSample {
     let mut inflight = FuturesUnordered::new();
     let (mut sent, mut acked) = (0usize, 0u64);
     let start = Instant::now();
@@ -591,26 +612,19 @@ async fn ceiling(
             (publisher0, broker0) = (proc_stat(std::process::id()), proc_stat(broker.pid()));
         }
         if inflight.len() < window {
-            let mut m = messages[sent % messages.len()].clone();
-            // A new id per lap: JetStream must store every one.
-            m.event_id = format!("{}-{}", m.event_id, sent / messages.len());
-            let send = sink.send(&m);
-            tokio::pin!(send);
-            // Keep settling acks while the sink makes us wait.
+            let next = send(sent);
+            tokio::pin!(next);
+            // Keep settling acks while the sender makes us wait: a sink's
+            // own ack window frees up only as they are settled.
             let ack = loop {
                 tokio::select! {
-                    r = &mut send => break r.expect("broker takes the message"),
-                    Some(r) = inflight.next(), if !inflight.is_empty() => {
-                        let r: Result<(), _> = r;
-                        r.expect("broker acks");
-                        acked += 1;
-                    }
+                    ack = &mut next => break ack,
+                    Some(()) = inflight.next(), if !inflight.is_empty() => acked += 1,
                 }
             };
             inflight.push(ack);
             sent += 1;
-        } else if let Some(r) = inflight.next().await {
-            r.expect("broker acks");
+        } else if let Some(()) = inflight.next().await {
             acked += 1;
         }
     }
@@ -618,9 +632,7 @@ async fn ceiling(
     let events = (acked - a0) as f64;
     let rate = events / t0.elapsed().as_secs_f64();
     let (publisher1, broker1) = (proc_stat(std::process::id()), proc_stat(broker.pid()));
-    while let Some(r) = inflight.next().await {
-        r.expect("broker acks");
-    }
+    while inflight.next().await.is_some() {}
     CeilingSample {
         events_per_sec: rate,
         publisher_cpu_per_million: per_million(publisher1.cpu_secs - publisher0.cpu_secs, events),
@@ -677,47 +689,20 @@ async fn bare_nats_publisher(
         .await
         .expect("NATS connects");
     let js = async_nats::jetstream::new(client);
-    const PENDING: usize = 256;
-    let mut inflight = FuturesUnordered::new();
-    let (mut sent, mut acked) = (0usize, 0u64);
-    let start = Instant::now();
-    let (mut t0, mut a0) = (None, 0u64);
-    let (mut publisher0, mut broker0) = (ProcStat::default(), ProcStat::default());
-    let end = start + o.warmup + o.duration;
-    while Instant::now() < end {
-        if t0.is_none() && start.elapsed() >= o.warmup {
-            t0 = Some(Instant::now());
-            a0 = acked;
-            (publisher0, broker0) = (proc_stat(std::process::id()), proc_stat(broker.pid()));
+    closed_loop(broker, 256, o, async |sent| {
+        let m = &messages[sent % messages.len()];
+        let mut headers = async_nats::HeaderMap::new();
+        let id = format!("{}-{}", m.event_id, sent / messages.len());
+        headers.insert("Nats-Msg-Id", id.as_str());
+        let ack = js
+            .publish_with_headers(m.destination.clone(), headers, m.payload.clone())
+            .await
+            .expect("broker takes the message");
+        async move {
+            ack.await.expect("broker acks");
         }
-        if inflight.len() < PENDING {
-            let m = &messages[sent % messages.len()];
-            let mut headers = async_nats::HeaderMap::new();
-            let id = format!("{}-{}", m.event_id, sent / messages.len());
-            headers.insert("Nats-Msg-Id", id.as_str());
-            let ack = js
-                .publish_with_headers(m.destination.clone(), headers, m.payload.clone())
-                .await
-                .expect("broker takes the message");
-            inflight.push(async move { ack.await });
-            sent += 1;
-        } else if let Some(r) = inflight.next().await {
-            r.expect("broker acks");
-            acked += 1;
-        }
-    }
-    let t0 = t0.unwrap_or(start);
-    let events = (acked - a0) as f64;
-    let rate = events / t0.elapsed().as_secs_f64();
-    let (publisher1, broker1) = (proc_stat(std::process::id()), proc_stat(broker.pid()));
-    while let Some(r) = inflight.next().await {
-        r.expect("broker acks");
-    }
-    CeilingSample {
-        events_per_sec: rate,
-        publisher_cpu_per_million: per_million(publisher1.cpu_secs - publisher0.cpu_secs, events),
-        broker_cpu_per_million: per_million(broker1.cpu_secs - broker0.cpu_secs, events),
-    }
+    })
+    .await
 }
 
 /// One relay throughput run at the firehose's full rate.
