@@ -568,16 +568,7 @@ async fn ceiling(
     frames: &[(DataSource, Bytes)],
     o: &Opts,
 ) -> CeilingSample {
-    let sink_config = broker.sink_config();
-    let builder = MessageBuilder::without_registry(format, &sink_config);
-    let messages = build_messages(&builder, frames);
-    let sink = studio_relay::sink::build(&sink_config)
-        .await
-        .expect("sink connects");
-    let destinations = builder.all_destinations(["t0"], &DataSource::ALL);
-    sink.prepare(&destinations)
-        .await
-        .expect("destinations exist");
+    let (sink, messages) = prepared_sink(&broker.sink_config(), format, frames).await;
     // The relay's own ack window (the sink applies its own pending-ack limit too).
     let window = studio_relay::relay::PublisherSettings::default().window;
     closed_loop(broker, window, o, async |sent| {
@@ -642,11 +633,24 @@ async fn closed_loop<A: std::future::Future<Output = ()>>(
     }
 }
 
-/// The relay's messages for `frames`, as it would publish them for tenant `t0`.
-fn build_messages(
-    builder: &MessageBuilder,
+/// The sink `sink_config` describes, connected and with every destination
+/// of tenant `t0` prepared, and the relay's messages for `frames` as it
+/// would publish them for that tenant.
+async fn prepared_sink(
+    sink_config: &SinkConfig,
+    format: EncodingFormat,
     frames: &[(DataSource, Bytes)],
-) -> Vec<studio_relay::sink::OutboundMessage> {
+) -> (
+    Arc<dyn studio_relay::sink::Sink>,
+    Vec<studio_relay::sink::OutboundMessage>,
+) {
+    let builder = MessageBuilder::without_registry(format, sink_config);
+    let sink = studio_relay::sink::build(sink_config)
+        .await
+        .expect("sink connects");
+    sink.prepare(&builder.all_destinations(["t0"], &DataSource::ALL))
+        .await
+        .expect("destinations exist");
     let now = chrono::Utc::now().timestamp_millis();
     let messages: Vec<_> = frames
         .iter()
@@ -658,7 +662,7 @@ fn build_messages(
         })
         .collect();
     assert!(!messages.is_empty(), "no frame of the sample normalized");
-    messages
+    (sink, messages)
 }
 
 const BARE_PUBLISHER: &str =
@@ -679,14 +683,8 @@ async fn bare_nats_publisher(
     let Broker::Nats(nats) = broker else {
         panic!("the bare publisher is a NATS client")
     };
-    let sink_config = broker.sink_config();
-    let builder = MessageBuilder::without_registry(format, &sink_config);
-    let messages = build_messages(&builder, frames);
-    // The stream, as the relay creates it.
-    let sink = studio_relay::sink::build(&sink_config)
-        .await
-        .expect("sink connects");
-    sink.prepare(&[]).await.expect("stream exists");
+    // The stream, as the relay creates it; the sink is not used to send.
+    let (sink, messages) = prepared_sink(&broker.sink_config(), format, frames).await;
     drop(sink);
     let client = async_nats::connect(nats.url())
         .await
@@ -845,14 +843,7 @@ async fn ceiling_latency(o: &Opts, storage: &str, frames: &[(DataSource, Bytes)]
     let broker = Broker::start("nats");
     let mut sink_config = broker.sink_config();
     sink_config.nats.storage = storage.to_string();
-    let builder = MessageBuilder::without_registry(EncodingFormat::Json, &sink_config);
-    let messages = build_messages(&builder, frames);
-    let sink = studio_relay::sink::build(&sink_config)
-        .await
-        .expect("sink connects");
-    sink.prepare(&builder.all_destinations(["t0"], &DataSource::ALL))
-        .await
-        .expect("destinations exist");
+    let (sink, messages) = prepared_sink(&sink_config, EncodingFormat::Json, frames).await;
     let per_tick = (o.latency_rate / 1000).max(1);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     let mut inflight = FuturesUnordered::new();
