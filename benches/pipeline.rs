@@ -29,7 +29,9 @@
 //! - **Simulator max**: a client that only counts frames, so the report
 //!   shows who the bottleneck is.
 //! - **Latency**: the simulator at a fixed rate. Frame received → broker ack
-//!   from the relay's histogram; simulator send → consumer receive from the
+//!   from the relay's histogram, and its split by hand-over (frame queue,
+//!   prepare, publish queue, send, ack) from the stage histogram, which
+//!   says where the relay's tail waits; simulator send → consumer receive from the
 //!   send time the firehose writes into each record's identity field. Run
 //!   twice: JetStream file storage (what users run) and memory storage (the
 //!   broker's disk taken out, which is where file storage's tail comes from).
@@ -65,6 +67,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use studio_relay::config::{self, EncodingFormat, SinkConfig};
 use studio_relay::model::{self, DataSource, Envelope, Origin};
+use studio_relay::ops::LATENCY_STAGES;
 use studio_relay::relay::MessageBuilder;
 use support::process::Relay;
 
@@ -760,11 +763,15 @@ async fn relay_throughput(
 /// Latency percentiles at a fixed rate into NATS (JSON).
 struct LatencySample {
     relay: [f64; 3],
+    /// The same for each of [`LATENCY_STAGES`].
+    stages: [[f64; 3]; 5],
     end_to_end: [f64; 3],
     events_per_sec: f64,
 }
 
 const QUANTILES: [f64; 3] = [0.5, 0.99, 0.999];
+const END_TO_END: &str = "studio_relay_end_to_end_latency_seconds";
+const STAGE_LATENCY: &str = "studio_relay_stage_latency_seconds";
 
 /// `storage`: the JetStream stream's storage, `file` (what users run) or
 /// `memory` (the same without the broker's disk writes).
@@ -803,25 +810,44 @@ async fn latency(o: &Opts, storage: &str) -> LatencySample {
     let (mut relay, _dir) = start_relay(&sim, &broker, EncodingFormat::Json, 1, &storage_env);
     wait_connected(&mut relay, SOURCES, Instant::now()).await;
     tokio::time::sleep(o.warmup).await;
-    let (h0, p0, t0) = (
-        histogram(&relay.metrics().await),
-        published(&relay.metrics().await),
-        Instant::now(),
-    );
+    // The end-to-end histogram, then one per stage.
+    let series: Vec<(&str, String)> = std::iter::once((END_TO_END, String::new()))
+        .chain(
+            LATENCY_STAGES
+                .iter()
+                .map(|s| (STAGE_LATENCY, format!("stage=\"{s}\""))),
+        )
+        .collect();
+    let read = |text: &str| {
+        series
+            .iter()
+            .map(|(name, labels)| histogram(text, name, labels))
+            .collect::<Vec<_>>()
+    };
+    let text = relay.metrics().await;
+    let (h0, p0, t0) = (read(&text), published(&text), Instant::now());
     measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(o.duration).await;
     measuring.store(false, Ordering::Relaxed);
     let text = relay.metrics().await;
-    let (h1, p1) = (histogram(&text), published(&text));
+    let (h1, p1) = (read(&text), published(&text));
     let events_per_sec = (p1 - p0) / t0.elapsed().as_secs_f64();
     consumer.abort();
-    let delta: Vec<(f64, f64)> = h1
+    // The measured window's quantiles: the counts' difference.
+    let quantiles: Vec<[f64; 3]> = h0
         .iter()
-        .map(|(le, c)| {
-            (
-                *le,
-                c - h0.iter().find(|(l, _)| l == le).map_or(0.0, |x| x.1),
-            )
+        .zip(&h1)
+        .map(|(before, after)| {
+            let delta: Vec<(f64, f64)> = after
+                .iter()
+                .map(|(le, c)| {
+                    (
+                        *le,
+                        c - before.iter().find(|(l, _)| l == le).map_or(0.0, |x| x.1),
+                    )
+                })
+                .collect();
+            QUANTILES.map(|q| histogram_quantile(&delta, q))
         })
         .collect();
     let mut e2e = latencies.lock().unwrap().clone();
@@ -829,7 +855,8 @@ async fn latency(o: &Opts, storage: &str) -> LatencySample {
     e2e.sort_by(|a, b| a.total_cmp(b));
     let pick = |q: f64| e2e[((e2e.len() as f64 * q) as usize).min(e2e.len() - 1)];
     LatencySample {
-        relay: QUANTILES.map(|q| histogram_quantile(&delta, q)),
+        relay: quantiles[0],
+        stages: std::array::from_fn(|i| quantiles[i + 1]),
         end_to_end: QUANTILES.map(pick),
         events_per_sec,
     }
@@ -906,14 +933,18 @@ fn send_time_us(payload: &[u8]) -> Option<i64> {
     studio_relay::simulator::firehose_send_time_us(&text)
 }
 
-/// Cumulative (le, count) of the relay's latency histogram, summed over sources.
-fn histogram(metrics: &str) -> Vec<(f64, f64)> {
+/// Cumulative (le, count) of one of the relay's latency histograms: its
+/// series whose labels contain `labels` (all of them for ""), summed.
+fn histogram(metrics: &str, name: &str, labels: &str) -> Vec<(f64, f64)> {
     let mut by_le: BTreeMap<String, f64> = BTreeMap::new();
+    let prefix = format!("{name}_bucket{{");
     for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix("studio_relay_end_to_end_latency_seconds_bucket{")
-        else {
+        let Some(rest) = line.strip_prefix(&prefix) else {
             continue;
         };
+        if !rest.contains(labels) {
+            continue;
+        }
         let Some(le) = rest.split("le=\"").nth(1).and_then(|x| x.split('"').next()) else {
             continue;
         };
@@ -1158,10 +1189,7 @@ async fn run(o: &Opts) -> Report {
     // File storage is what users run; memory storage takes the broker's
     // disk out, which is where the tail of the first one comes from.
     for (storage, label) in [
-        (
-            "file",
-            format!("latency at {} events/s (NATS, JSON)", o.latency_rate),
-        ),
+        ("file", latency_scenario(o)),
         (
             "memory",
             format!(
@@ -1199,6 +1227,21 @@ async fn run(o: &Opts) -> Report {
                     "ms",
                     v * 1e3,
                 );
+            }
+            // Where the relay's share of it waits. A stage's quantiles
+            // do not add up to the whole's: its slow events are not
+            // always the same ones.
+            for (stage, qs) in LATENCY_STAGES.iter().zip(l.stages) {
+                for (q, v) in QUANTILES.iter().zip(qs) {
+                    if *q < 0.999 {
+                        r.add(
+                            &label,
+                            &format!("relay stage {stage} p{}", q * 100.0),
+                            "ms",
+                            v * 1e3,
+                        );
+                    }
+                }
             }
             for (q, v) in QUANTILES.iter().zip(l.end_to_end) {
                 r.add(
@@ -1303,9 +1346,14 @@ fn machine() -> Value {
     })
 }
 
+/// The latency run users compare with the target (file storage).
+fn latency_scenario(o: &Opts) -> String {
+    format!("latency at {} events/s (NATS, JSON)", o.latency_rate)
+}
+
 /// Targets of issue 9: (scenario, figure, comparison, target, label).
 fn targets(o: &Opts) -> Vec<(String, &'static str, bool, f64, &'static str)> {
-    let lat = format!("latency at {} events/s (NATS, JSON)", o.latency_rate);
+    let lat = latency_scenario(o);
     let big = o.scale.iter().copied().max().unwrap_or(1);
     vec![
         (
@@ -1420,12 +1468,14 @@ fn main() {
     eprintln!("report written to {}", o.out_dir.display());
     if o.smoke {
         // Smoke mode proves the driver still measures every figure.
+        let latency = latency_scenario(&o);
         let expected = [
             ("simulator", "firehose → counting client"),
             ("NATS JetStream json", "relay"),
             ("Kafka (Tansu) avro", "relay"),
             ("NATS JetStream avro", "ceiling (plain publisher)"),
             ("NATS JetStream json", BARE_PUBLISHER),
+            (&latency, "relay stage ack p50"),
         ];
         for (scenario, figure) in expected {
             if !o.only.is_empty() {

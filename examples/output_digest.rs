@@ -261,7 +261,7 @@ fn main() {
                                 tenant: Arc::from("acme"),
                                 source: *source,
                                 origin: origin.as_str(),
-                                received: None,
+                                stages: None,
                                 tracker: None,
                             };
                             writeln!(out, "h{i} {}", describe(&o)).unwrap();

@@ -122,7 +122,7 @@ fn run_frame(ctx: &Ctx, frames: &[(DataSource, Bytes)], iterations: usize) -> us
             tenant: &out.tenant,
             source: out.source.as_str(),
             origin: out.origin,
-            latency: out.received.map(|r| r.elapsed()),
+            stages: out.stages.map(|s| s.gaps(Instant::now())),
         }
         .emit_cached(&ctx.metrics, &mut published);
     }

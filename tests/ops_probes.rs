@@ -97,6 +97,25 @@ async fn metrics_match_the_broker_and_readiness_follows_the_broker() {
     shutdown.cancel();
     relay.wait().await.unwrap();
     let text = metrics.render();
+    // Each live event's latency is split over the stages of its path: every
+    // stage counts every event once, and the stages add up to the whole.
+    let events = metric_sum(&text, "studio_relay_end_to_end_latency_seconds_count", "");
+    let whole = metric_sum(&text, "studio_relay_end_to_end_latency_seconds_sum", "");
+    assert!(events > 0.0, "no live event reached the latency histogram");
+    let mut parts = 0.0;
+    for stage in studio_relay::ops::LATENCY_STAGES {
+        let label = format!("stage=\"{stage}\"");
+        assert_eq!(
+            metric_sum(&text, "studio_relay_stage_latency_seconds_count", &label),
+            events,
+            "stage {stage} did not count every event"
+        );
+        parts += metric_sum(&text, "studio_relay_stage_latency_seconds_sum", &label);
+    }
+    assert!(
+        (parts - whole).abs() <= 1e-6 * events,
+        "the stages add up to {parts} s, the end-to-end histogram to {whole} s"
+    );
     // Every origin: the stream captures records, dead letters and control events alike.
     let published = metric_sum(&text, "studio_relay_events_published_total", "");
     let frames = metric_sum(&text, "studio_relay_frames_received_total", "");

@@ -165,8 +165,10 @@ pub struct EventPublished<'a> {
     pub tenant: &'a str,
     pub source: &'a str,
     pub origin: &'a str,
-    /// Frame received → broker ack (None for events not from a live frame).
-    pub latency: Option<Duration>,
+    /// For an event from a live frame: the time it spent in each of
+    /// [`LATENCY_STAGES`](super::metrics::LATENCY_STAGES); their sum is
+    /// frame received → broker ack.
+    pub stages: Option<[Duration; 5]>,
 }
 
 impl EventPublished<'_> {
@@ -174,10 +176,15 @@ impl EventPublished<'_> {
         m.events_published
             .with_label_values(&[self.tenant, self.source, self.origin])
             .inc();
-        if let Some(l) = self.latency {
+        if let Some(stages) = &self.stages {
             m.end_to_end_latency
                 .with_label_values(&[self.source])
-                .observe(l.as_secs_f64());
+                .observe(stages.iter().sum::<Duration>().as_secs_f64());
+            for (stage, d) in super::metrics::LATENCY_STAGES.iter().zip(stages) {
+                m.stage_latency
+                    .with_label_values(&[stage])
+                    .observe(d.as_secs_f64());
+            }
         }
     }
 }
@@ -185,7 +192,10 @@ impl EventPublished<'_> {
 /// The metric children [`EventPublished::emit_cached`] has looked up, per
 /// tenant, then per (source, origin): the publisher counts every event.
 #[derive(Default)]
-pub struct EventPublishedChildren(HashMap<String, Vec<PublishedChildren>>);
+pub struct EventPublishedChildren {
+    per_tenant: HashMap<String, Vec<PublishedChildren>>,
+    stages: Option<[Histogram; 5]>,
+}
 
 struct PublishedChildren {
     source: String,
@@ -197,9 +207,9 @@ struct PublishedChildren {
 impl EventPublished<'_> {
     /// Same updates as [`EventPublished::emit`], with the children kept in `cache`.
     pub fn emit_cached(&self, m: &Metrics, cache: &mut EventPublishedChildren) {
-        let per_tenant = match cache.0.get_mut(self.tenant) {
+        let per_tenant = match cache.per_tenant.get_mut(self.tenant) {
             Some(v) => v,
-            None => cache.0.entry(self.tenant.to_string()).or_default(),
+            None => cache.per_tenant.entry(self.tenant.to_string()).or_default(),
         };
         let at = per_tenant
             .iter()
@@ -221,8 +231,15 @@ impl EventPublished<'_> {
             }
         };
         c.published.inc();
-        if let Some(l) = self.latency {
-            c.latency.observe(l.as_secs_f64());
+        if let Some(stages) = &self.stages {
+            c.latency
+                .observe(stages.iter().sum::<Duration>().as_secs_f64());
+            let per_stage = cache.stages.get_or_insert_with(|| {
+                super::metrics::LATENCY_STAGES.map(|s| m.stage_latency.with_label_values(&[s]))
+            });
+            for (h, d) in per_stage.iter().zip(stages) {
+                h.observe(d.as_secs_f64());
+            }
         }
     }
 }

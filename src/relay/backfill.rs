@@ -292,7 +292,7 @@ async fn fill(shared: &Shared, tenant: &Arc<str>, source: DataSource, from: i64)
                 tenant: tenant.clone(),
                 source,
                 origin: "control",
-                received: None,
+                stages: None,
                 tracker: None,
             })
             .await;

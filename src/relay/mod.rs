@@ -40,7 +40,7 @@ use crate::sink::{Sink, SinkError};
 use crate::upstream::live::{FramePayload, LiveFrame, LiveSocket};
 pub use backfill::UpstreamClock;
 pub use message_builder::MessageBuilder;
-pub use publisher::{BatchTracker, Outgoing, PublisherSettings, PublisherStats};
+pub use publisher::{BatchTracker, Outgoing, PublisherSettings, PublisherStats, StageTimes};
 pub use recent_ids::RecentIds;
 pub use spool::Intake;
 
@@ -438,7 +438,9 @@ async fn process_frames(
             });
         }
     };
-    let mut batches = FuturesOrdered::new();
+    // Each batch: when it left the frame queue, and its frames prepared.
+    type Batch = JoinHandle<(std::time::Instant, Vec<(Outgoing, Option<i64>)>)>;
+    let mut batches: FuturesOrdered<Batch> = FuturesOrdered::new();
     let mut input_open = true;
     let mut frames = Vec::with_capacity(BATCH);
     loop {
@@ -446,7 +448,16 @@ async fn process_frames(
             // Finished work first: it is what the publisher waits for.
             biased;
             Some(done) = batches.next(), if !batches.is_empty() => match done {
-                Ok(prepared) => prepared,
+                Ok((dequeued, mut prepared)) => {
+                    let now = std::time::Instant::now();
+                    for (o, _) in &mut prepared {
+                        if let Some(s) = &mut o.stages {
+                            s.dequeued = dequeued;
+                            s.prepared = now;
+                        }
+                    }
+                    prepared
+                }
                 // Preparing a frame never panics (bad input is a dead
                 // letter); if it ever did, fail as the one loop would have.
                 Err(e) => match tokio::task::JoinError::try_into_panic(e) {
@@ -460,11 +471,13 @@ async fn process_frames(
                 } else {
                     let batch = std::mem::replace(&mut frames, Vec::with_capacity(BATCH));
                     let (builder, metrics) = (builder.clone(), metrics.clone());
+                    let dequeued = std::time::Instant::now();
                     batches.push_back(tokio::spawn(async move {
-                        batch
+                        let prepared = batch
                             .into_iter()
                             .map(|f| prepare_frame(f, &builder, &metrics))
-                            .collect::<Vec<_>>()
+                            .collect::<Vec<_>>();
+                        (dequeued, prepared)
                     }));
                 }
                 continue;
@@ -539,7 +552,7 @@ fn prepare_frame(
             tenant: tenant.clone(),
             source,
             origin: "deadletter",
-            received: None,
+            stages: None,
             tracker: None,
         }
     };
@@ -587,7 +600,7 @@ fn prepare_frame(
             tenant: tenant.clone(),
             source,
             origin: "live",
-            received: Some(received),
+            stages: Some(StageTimes::new(received)),
             tracker: None,
         },
         Err(e) => dead("encode", e.to_string(), text.into()),

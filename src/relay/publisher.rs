@@ -37,10 +37,54 @@ pub struct Outgoing {
     pub source: DataSource,
     /// `live`, `replay`, `backfill` or `deadletter` (metric label).
     pub origin: &'static str,
-    /// Arrival of the live frame, for the end-to-end latency histogram.
-    pub received: Option<Instant>,
+    /// When a live frame passed each hand-over, for the latency histograms.
+    pub stages: Option<StageTimes>,
     /// Notified when this message is settled (acknowledged or dead-lettered).
     pub tracker: Option<Arc<BatchTracker>>,
+}
+
+/// When a live event passed each hand-over on its way to the broker: the
+/// end-to-end histogram says how slow an event was, these say where it
+/// waited (`studio_relay_stage_latency_seconds`, one stage per gap).
+#[derive(Debug, Clone, Copy)]
+pub struct StageTimes {
+    /// The socket read the frame.
+    pub received: Instant,
+    /// The processor took it off the frame queue.
+    pub dequeued: Instant,
+    /// Normalized and encoded, and back in arrival order.
+    pub prepared: Instant,
+    /// The publisher took it off its queue.
+    pub taken: Instant,
+    /// The sink accepted it; from here its ack is awaited.
+    pub sent: Instant,
+}
+
+impl StageTimes {
+    /// A frame read at `received`; the later marks are set as it moves on.
+    pub fn new(received: Instant) -> Self {
+        StageTimes {
+            received,
+            dequeued: received,
+            prepared: received,
+            taken: received,
+            sent: received,
+        }
+    }
+
+    /// The time spent in each of [`LATENCY_STAGES`](crate::ops::LATENCY_STAGES)
+    /// by an event acknowledged at `acked`.
+    pub fn gaps(&self, acked: Instant) -> [Duration; 5] {
+        let marks = [
+            self.received,
+            self.dequeued,
+            self.prepared,
+            self.taken,
+            self.sent,
+            acked,
+        ];
+        std::array::from_fn(|i| marks[i + 1].saturating_duration_since(marks[i]))
+    }
 }
 
 /// Counts a batch of messages until each is settled (replay uses one per window).
@@ -235,7 +279,12 @@ async fn run_loop(
                     None
                 }
                 item = rx.recv() => match item {
-                    Some(item) => Some((item, 0)),
+                    Some(mut item) => {
+                        if let Some(s) = &mut item.stages {
+                            s.taken = Instant::now();
+                        }
+                        Some((item, 0))
+                    }
                     None => { input_open = false; None }
                 },
             }
@@ -274,10 +323,16 @@ async fn run_loop(
             }
         };
         match sent {
-            Ok(ack) => inflight.push(Inflight {
-                ack,
-                item: Some((item, attempt)),
-            }),
+            Ok(ack) => {
+                let mut item = item;
+                if let Some(s) = &mut item.stages {
+                    s.sent = Instant::now();
+                }
+                inflight.push(Inflight {
+                    ack,
+                    item: Some((item, attempt)),
+                })
+            }
             Err(e) => inflight.push(Inflight {
                 ack: Box::pin(futures::future::ready(Err(e))),
                 item: Some((item, attempt)),
@@ -315,12 +370,11 @@ fn settle(
                 if let Some(ids) = &settings.recent_ids {
                     let _ = ids.insert(&item.message.event_id);
                 }
-                let latency = item.received.map(|r| r.elapsed());
                 EventPublished {
                     tenant: &item.tenant,
                     source,
                     origin: item.origin,
-                    latency,
+                    stages: item.stages.map(|s| s.gaps(Instant::now())),
                 }
                 .emit_cached(metrics, published);
             }
@@ -382,7 +436,7 @@ fn settle(
                     tenant: item.tenant.clone(),
                     source: item.source,
                     origin: "deadletter",
-                    received: None,
+                    stages: None,
                     tracker: None,
                 };
                 retries.push_back(Retry {

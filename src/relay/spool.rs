@@ -16,13 +16,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 
-use super::{BatchTracker, Outgoing};
+use super::{BatchTracker, Outgoing, StageTimes};
 use crate::model::DataSource;
 use crate::ops::Metrics;
 use crate::sink::OutboundMessage;
@@ -138,7 +138,7 @@ fn decode(body: &[u8]) -> Option<(u64, Outgoing)> {
             tenant,
             source,
             origin,
-            received: None,
+            stages: None,
             tracker: None,
         },
     ))
@@ -164,8 +164,8 @@ struct State {
     /// A record read from disk and not yet in the queue (order guard).
     in_hand: bool,
     next_seq: u64,
-    /// Trackers and arrival times of records spooled by this process.
-    memory: HashMap<u64, (Option<Arc<BatchTracker>>, Option<Instant>)>,
+    /// Trackers and hand-over times of records spooled by this process.
+    memory: HashMap<u64, (Option<Arc<BatchTracker>>, Option<StageTimes>)>,
     corrupt: u64,
 }
 
@@ -298,7 +298,7 @@ impl Spool {
         s.next_seq += 1;
         s.written_in_last += frame_len;
         s.bytes += frame_len;
-        s.memory.insert(seq, (o.tracker, o.received));
+        s.memory.insert(seq, (o.tracker, o.stages));
         self.metrics.spool_bytes.set(s.bytes as i64);
         self.wake.notify_one();
         Ok(())
@@ -348,9 +348,9 @@ impl Spool {
                     if check(&body) == head[4..8] {
                         if let Some((seq, mut o)) = decode(&body) {
                             s.bytes = s.bytes.saturating_sub(8 + len as u64);
-                            if let Some((tracker, received)) = s.memory.remove(&seq) {
+                            if let Some((tracker, stages)) = s.memory.remove(&seq) {
                                 o.tracker = tracker;
-                                o.received = received;
+                                o.stages = stages;
                             }
                             self.metrics.spool_bytes.set(s.bytes as i64);
                             return Some(o);
@@ -492,7 +492,7 @@ mod tests {
             tenant: Arc::from("acme"),
             source: DataSource::Calls,
             origin: "live",
-            received: None,
+            stages: None,
             tracker: None,
         }
     }

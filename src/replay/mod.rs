@@ -575,7 +575,7 @@ pub(crate) async fn replay_window(
                                 tenant: tenant.clone(),
                                 source,
                                 origin: origin.as_str(),
-                                received: None,
+                                stages: None,
                                 tracker: Some(tracker.clone()),
                             }
                         }
@@ -654,7 +654,7 @@ fn dead_letter(
         tenant: tenant.clone(),
         source,
         origin: "deadletter",
-        received: None,
+        stages: None,
         tracker: None,
     }
 }
