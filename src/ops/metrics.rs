@@ -50,16 +50,29 @@ const TS: &[&str] = &["tenant", "source"];
 /// sink → acknowledged by the broker. Their sum is the end-to-end latency.
 pub const LATENCY_STAGES: [&str; 5] = ["frame_queue", "prepare", "publish_queue", "send", "ack"];
 
-/// Fine below 10 ms, where a healthy relay is (p99 target 5 ms), coarse
-/// above it, where an outage's backlog lands.
-const LATENCY_BUCKETS: [f64; 21] = [
+/// End to end: fine below 10 ms, where a healthy relay is (p99 target
+/// 5 ms), coarse above it, where an outage's backlog lands.
+const LATENCY_BUCKETS: &[f64] = &[
     0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+/// A stage: a healthy hand-over takes tens of microseconds, so the buckets
+/// start at 10 µs; the top ones catch an outage's backlog.
+const STAGE_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+    1.0, 10.0,
+];
+
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
     let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
         labels,
     )
     .expect("metric definition is valid");
@@ -109,12 +122,14 @@ impl Metrics {
             "studio_relay_end_to_end_latency_seconds",
             "Time from a frame's arrival on the socket to the broker's acknowledgement.",
             &["source"],
+            LATENCY_BUCKETS,
         );
         let stage_latency = histogram_vec(
             &r,
             "studio_relay_stage_latency_seconds",
             "Where live events wait: the time between two hand-overs on the way from socket to broker ack (stage: frame_queue, prepare, publish_queue, send, ack).",
             &["stage"],
+            STAGE_BUCKETS,
         );
         let start = Gauge::new(
             "studio_relay_process_start_time_seconds",
