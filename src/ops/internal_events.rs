@@ -190,7 +190,8 @@ impl EventPublished<'_> {
 }
 
 /// The metric children [`EventPublished::emit_cached`] has looked up, per
-/// tenant, then per (source, origin): the publisher counts every event.
+/// tenant, then per (source, origin), and the stage histograms: the
+/// publisher counts every event.
 #[derive(Default)]
 pub struct EventPublishedChildren {
     per_tenant: HashMap<String, Vec<PublishedChildren>>,

@@ -40,7 +40,9 @@ use crate::sink::{Sink, SinkError};
 use crate::upstream::live::{FramePayload, LiveFrame, LiveSocket};
 pub use backfill::UpstreamClock;
 pub use message_builder::MessageBuilder;
-pub use publisher::{BatchTracker, Outgoing, PublisherSettings, PublisherStats, StageTimes};
+pub use publisher::{
+    BatchTracker, HandOver, Outgoing, PublisherSettings, PublisherStats, StageTimes,
+};
 pub use recent_ids::RecentIds;
 pub use spool::Intake;
 
@@ -452,8 +454,8 @@ async fn process_frames(
                     let now = std::time::Instant::now();
                     for (o, _) in &mut prepared {
                         if let Some(s) = &mut o.stages {
-                            s.dequeued = dequeued;
-                            s.prepared = now;
+                            s.mark(HandOver::Dequeued, dequeued);
+                            s.mark(HandOver::Prepared, now);
                         }
                     }
                     prepared
@@ -500,11 +502,14 @@ async fn process_frames(
             if tx.send(outgoing).await.is_err() {
                 return;
             }
-            if epoch_started.elapsed() >= EPOCH {
-                close(&epoch);
-                epoch = BatchTracker::new();
-                epoch_started = tokio::time::Instant::now();
-            }
+        }
+        // Checked once a batch: reading the clock per event was a visible
+        // share of this loop's CPU, and an epoch only needs to be close to
+        // EPOCH long.
+        if epoch_started.elapsed() >= EPOCH {
+            close(&epoch);
+            epoch = BatchTracker::new();
+            epoch_started = tokio::time::Instant::now();
         }
     }
     close(&epoch);

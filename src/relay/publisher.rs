@@ -46,44 +46,58 @@ pub struct Outgoing {
 /// When a live event passed each hand-over on its way to the broker: the
 /// end-to-end histogram says how slow an event was, these say where it
 /// waited (`studio_relay_stage_latency_seconds`, one stage per gap).
+///
+/// Kept small because it travels by value through both queues: the read
+/// instant, then each later hand-over in whole microseconds after it
+/// (saturating after 71 minutes; the last stage takes up the rest, so the
+/// stages always add up to the end-to-end time).
 #[derive(Debug, Clone, Copy)]
 pub struct StageTimes {
-    /// The socket read the frame.
-    pub received: Instant,
+    received: Instant,
+    after_us: [u32; 4],
+}
+
+/// The hand-overs after the socket's read, in the order an event passes them.
+#[derive(Debug, Clone, Copy)]
+pub enum HandOver {
     /// The processor took it off the frame queue.
-    pub dequeued: Instant,
+    Dequeued,
     /// Normalized and encoded, and back in arrival order.
-    pub prepared: Instant,
+    Prepared,
     /// The publisher took it off its queue.
-    pub taken: Instant,
+    Taken,
     /// The sink accepted it; from here its ack is awaited.
-    pub sent: Instant,
+    Sent,
 }
 
 impl StageTimes {
-    /// A frame read at `received`; the later marks are set as it moves on.
+    /// A frame read at `received`.
     pub fn new(received: Instant) -> Self {
         StageTimes {
             received,
-            dequeued: received,
-            prepared: received,
-            taken: received,
-            sent: received,
+            after_us: [0; 4],
         }
+    }
+
+    /// Records that the event passed `hand_over` at `at`.
+    pub fn mark(&mut self, hand_over: HandOver, at: Instant) {
+        let us = at.saturating_duration_since(self.received).as_micros();
+        self.after_us[hand_over as usize] = u32::try_from(us).unwrap_or(u32::MAX);
     }
 
     /// The time spent in each of [`LATENCY_STAGES`](crate::ops::LATENCY_STAGES)
     /// by an event acknowledged at `acked`.
     pub fn gaps(&self, acked: Instant) -> [Duration; 5] {
-        let marks = [
-            self.received,
-            self.dequeued,
-            self.prepared,
-            self.taken,
-            self.sent,
-            acked,
-        ];
-        std::array::from_fn(|i| marks[i + 1].saturating_duration_since(marks[i]))
+        let [a, b, c, d] = self.after_us;
+        let us = |from: u32, to: u32| Duration::from_micros(u64::from(to.saturating_sub(from)));
+        let total = acked.saturating_duration_since(self.received);
+        [
+            us(0, a),
+            us(a, b),
+            us(b, c),
+            us(c, d),
+            total.saturating_sub(Duration::from_micros(u64::from(d))),
+        ]
     }
 }
 
@@ -281,7 +295,7 @@ async fn run_loop(
                 item = rx.recv() => match item {
                     Some(mut item) => {
                         if let Some(s) = &mut item.stages {
-                            s.taken = Instant::now();
+                            s.mark(HandOver::Taken, Instant::now());
                         }
                         Some((item, 0))
                     }
@@ -304,7 +318,7 @@ async fn run_loop(
             break;
         };
 
-        let Some((item, attempt)) = next else {
+        let Some((mut item, attempt)) = next else {
             continue;
         };
         // Hand over in order; keep settling acks while the sink makes us wait
@@ -324,9 +338,8 @@ async fn run_loop(
         };
         match sent {
             Ok(ack) => {
-                let mut item = item;
                 if let Some(s) = &mut item.stages {
-                    s.sent = Instant::now();
+                    s.mark(HandOver::Sent, Instant::now());
                 }
                 inflight.push(Inflight {
                     ack,
@@ -359,7 +372,6 @@ fn settle(
     retries: &mut VecDeque<Retry>,
     published: &mut EventPublishedChildren,
 ) {
-    let now = tokio::time::Instant::now();
     let source = item.source.as_str();
     match result {
         Ok(()) => {
@@ -395,7 +407,7 @@ fn settle(
             retries.push_back(Retry {
                 item,
                 attempt,
-                ready_at: now + backoff(settings, attempt),
+                ready_at: tokio::time::Instant::now() + backoff(settings, attempt),
             });
         }
         Err(e) => {
@@ -442,12 +454,51 @@ fn settle(
                 retries.push_back(Retry {
                     item: dl,
                     attempt: 0,
-                    ready_at: now,
+                    ready_at: tokio::time::Instant::now(),
                 });
             }
             if let Some(t) = &item.tracker {
                 t.settle(true);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_split_the_end_to_end_time_and_add_up_to_it() {
+        let t0 = Instant::now();
+        let at = |us: u64| t0 + Duration::from_micros(us);
+        let mut s = StageTimes::new(t0);
+        s.mark(HandOver::Dequeued, at(10));
+        s.mark(HandOver::Prepared, at(35));
+        s.mark(HandOver::Taken, at(40));
+        s.mark(HandOver::Sent, at(47));
+        let gaps = s.gaps(at(1_047));
+        assert_eq!(
+            gaps.map(|d| d.as_micros()),
+            [10, 25, 5, 7, 1_000],
+            "frame_queue, prepare, publish_queue, send, ack"
+        );
+        assert_eq!(gaps.iter().sum::<Duration>(), Duration::from_micros(1_047));
+    }
+
+    #[test]
+    fn a_stage_past_71_minutes_saturates_and_the_ack_stage_keeps_the_sum() {
+        let t0 = Instant::now();
+        let two_hours = Duration::from_secs(7_200);
+        let mut s = StageTimes::new(t0);
+        s.mark(HandOver::Dequeued, t0);
+        s.mark(HandOver::Prepared, t0);
+        // Spooled through a two-hour broker outage.
+        s.mark(HandOver::Taken, t0 + two_hours);
+        s.mark(HandOver::Sent, t0 + two_hours);
+        let acked = t0 + two_hours + Duration::from_millis(1);
+        let gaps = s.gaps(acked);
+        assert_eq!(gaps.iter().sum::<Duration>(), acked - t0);
+        assert_eq!(gaps[2].as_micros(), u128::from(u32::MAX));
     }
 }
