@@ -171,24 +171,6 @@ pub struct EventPublished<'a> {
     pub stages: Option<[Duration; 5]>,
 }
 
-impl EventPublished<'_> {
-    pub fn emit(&self, m: &Metrics) {
-        m.events_published
-            .with_label_values(&[self.tenant, self.source, self.origin])
-            .inc();
-        if let Some(stages) = &self.stages {
-            m.end_to_end_latency
-                .with_label_values(&[self.source])
-                .observe(stages.iter().sum::<Duration>().as_secs_f64());
-            for (stage, d) in super::metrics::LATENCY_STAGES.iter().zip(stages) {
-                m.stage_latency
-                    .with_label_values(&[stage])
-                    .observe(d.as_secs_f64());
-            }
-        }
-    }
-}
-
 /// The metric children [`EventPublished::emit_cached`] has looked up, per
 /// tenant, then per (source, origin), and the stage histograms: the
 /// publisher counts every event.
@@ -206,7 +188,9 @@ struct PublishedChildren {
 }
 
 impl EventPublished<'_> {
-    /// Same updates as [`EventPublished::emit`], with the children kept in `cache`.
+    /// Counts the event and, for a live one, observes its latency, end to
+    /// end and per stage; the metric children are kept in `cache` (the
+    /// publisher calls this for every event).
     pub fn emit_cached(&self, m: &Metrics, cache: &mut EventPublishedChildren) {
         let per_tenant = match cache.per_tenant.get_mut(self.tenant) {
             Some(v) => v,
