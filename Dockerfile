@@ -39,11 +39,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # ---------------------------------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime
 
-# Shared libraries of the binary (OpenSSL, SASL, zstd, curl for librdkafka),
+# Shared libraries of the binary (OpenSSL, SASL with its Kerberos plugin for
+# GSSAPI, zstd, curl for OAUTHBEARER/OIDC in librdkafka),
 # CA certificates for TLS to brokers, and curl for the HEALTHCHECK.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates libssl3 libsasl2-2 libzstd1 libcurl4 curl \
+      ca-certificates libssl3 libsasl2-2 libsasl2-modules-gssapi-mit libzstd1 libcurl4 curl \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 studio-relay \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \

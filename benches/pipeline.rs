@@ -1,4 +1,4 @@
-//! The pipeline benchmark (issue 9): throughput, latency, cost, scale and
+//! The pipeline benchmark: throughput, latency, cost, scale and
 //! replay of the real `studio-relay` binary against its own simulator and
 //! real brokers, next to each broker's own ceiling, in one run.
 //!
@@ -648,7 +648,7 @@ async fn prepared_sink(
     Vec<studio_relay::sink::OutboundMessage>,
 ) {
     let builder = MessageBuilder::without_registry(format, sink_config);
-    let sink = studio_relay::sink::build(sink_config)
+    let sink = studio_relay::sink::build(sink_config, Default::default())
         .await
         .expect("sink connects");
     sink.prepare(&builder.all_destinations(["t0"], &DataSource::ALL))
@@ -1351,7 +1351,7 @@ fn latency_scenario(o: &Opts) -> String {
     format!("latency at {} events/s (NATS, JSON)", o.latency_rate)
 }
 
-/// Targets of issue 9: (scenario, figure, comparison, target, label).
+/// The performance targets: (scenario, figure, comparison, target, label).
 fn targets(o: &Opts) -> Vec<(String, &'static str, bool, f64, &'static str)> {
     let lat = latency_scenario(o);
     let big = o.scale.iter().copied().max().unwrap_or(1);

@@ -81,7 +81,17 @@ async fn both_brokers_take_messages_and_give_them_back() {
     .await;
     assert_eq!(from_nats.len(), 50);
     assert_eq!(from_nats[7].payload, msgs[7].payload.to_vec());
-    assert_eq!(header(&from_nats[7], "ce_id"), "id-call-2-7");
+    // CloudEvents NATS binding on NATS (`ce-`), Kafka binding on Kafka (`ce_`).
+    assert_eq!(header(&from_nats[7], "ce-id"), "id-call-2-7");
+    assert_eq!(
+        header(&from_nats[7], "ce_id"),
+        "",
+        "no Kafka-style name on NATS"
+    );
+    assert_eq!(
+        header(&from_nats[7], "ce-datacontenttype"),
+        "application/json"
+    );
 
     let from_kafka = support::kafka_consume(
         &kafka.bootstrap(),
@@ -122,6 +132,143 @@ async fn both_brokers_take_messages_and_give_them_back() {
         );
     }
     assert_eq!(header(&from_kafka[0], "content-type"), "application/json");
+    assert_eq!(
+        header(&from_kafka[0], "ce-id"),
+        "",
+        "no NATS-style name on Kafka"
+    );
+}
+
+/// The stream as the server has it now.
+async fn stream_config(url: &str, name: &str) -> async_nats::jetstream::stream::Config {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    js.get_stream(name)
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_jetstream_stream_is_used_as_it_is_and_never_altered() {
+    use async_nats::jetstream::stream;
+    let nats = support::NatsServer::start();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    // Another team's stream: shorter retention, an extra subject, memory.
+    let theirs = stream::Config {
+        name: "OWNED".into(),
+        subjects: vec!["telavox.studio.>".into(), "audit.>".into()],
+        max_age: Duration::from_secs(3600),
+        duplicate_window: Duration::from_secs(60),
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    };
+    js.create_stream(theirs).await.unwrap();
+    let before = stream_config(&nats.url(), "OWNED").await;
+
+    let sink = JetStreamSink::connect(&NatsConfig {
+        url: nats.url(),
+        stream: "OWNED".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    sink.prepare(&[
+        "telavox.studio.calls.v1".into(),
+        "telavox.studio.deadletter".into(),
+    ])
+    .await
+    .expect("a stream capturing every destination is fine as it is");
+    let after = stream_config(&nats.url(), "OWNED").await;
+    assert_eq!(after.max_age, Duration::from_secs(3600));
+    assert_eq!(after.duplicate_window, Duration::from_secs(60));
+    assert_eq!(after.storage, stream::StorageType::Memory);
+    assert_eq!(after.subjects, before.subjects);
+    // And it is usable: a message sent through the sink is stored there.
+    publish_all(&sink, vec![message("telavox.studio.calls.v1", "k", 1)]).await;
+    let got = support::nats_fetch_all(
+        &nats.url(),
+        "OWNED",
+        "telavox.studio.>",
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(got.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_does_not_capture_the_destinations_stops_start_up_naming_them() {
+    use async_nats::jetstream::stream;
+    let nats = support::NatsServer::start();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.create_stream(stream::Config {
+        name: "NARROW".into(),
+        subjects: vec!["telavox.studio.calls.*".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sink = JetStreamSink::connect(&NatsConfig {
+        url: nats.url(),
+        stream: "NARROW".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let e = sink
+        .prepare(&[
+            "telavox.studio.calls.v1".into(),
+            "telavox.studio.deadletter".into(),
+        ])
+        .await
+        .expect_err("the dead letters would be stored nowhere");
+    assert_eq!(e.kind, studio_relay::sink::SinkErrorKind::Config, "{e}");
+    assert!(e.message.contains("NARROW"), "{e}");
+    assert!(e.message.contains("telavox.studio.deadletter"), "{e}");
+    assert!(!e.message.contains("\"telavox.studio.calls.v1\""), "{e}");
+    let after = stream_config(&nats.url(), "NARROW").await;
+    assert_eq!(after.subjects, ["telavox.studio.calls.*"], "left as it was");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_stream_is_created_with_the_configured_settings() {
+    let nats = support::NatsServer::start();
+    let sink = JetStreamSink::connect(&NatsConfig {
+        url: nats.url(),
+        stream: "FRESH".into(),
+        duplicate_window: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    sink.prepare(&["telavox.studio.calls.v1".into()])
+        .await
+        .unwrap();
+    let created = stream_config(&nats.url(), "FRESH").await;
+    assert_eq!(created.subjects, ["telavox.studio.>"]);
+    assert_eq!(created.duplicate_window, Duration::from_secs(600));
+    // A second start finds it and leaves it be.
+    sink.prepare(&["telavox.studio.calls.v1".into()])
+        .await
+        .unwrap();
+    let missing = JetStreamSink::connect(&NatsConfig {
+        url: nats.url(),
+        stream: "ABSENT".into(),
+        create_stream: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let e = missing
+        .prepare(&[])
+        .await
+        .expect_err("no stream to publish to");
+    assert!(
+        e.message.contains("ABSENT") && e.message.contains("create_stream"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

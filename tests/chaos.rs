@@ -1,4 +1,4 @@
-//! Issue 8 acceptance: chaos against the live relay, judged by the
+//! Chaos against the live relay, judged by the
 //! simulator's ground truth (GraphQL over the run window): every record on
 //! the broker, once by event id.
 
@@ -75,7 +75,11 @@ fn on_broker_once(msgs: &[support::ReceivedMessage]) -> Ids {
         else {
             continue;
         };
-        let id = header(&m.headers, "ce_id").expect("ce_id").to_string();
+        // `ce-id` on NATS, `ce_id` on Kafka (each one's CloudEvents binding).
+        let id = header(&m.headers, "ce-id")
+            .or_else(|| header(&m.headers, "ce_id"))
+            .expect("ce-id / ce_id")
+            .to_string();
         if !out.entry(source).or_default().insert(id.clone()) {
             dups.push((source, id));
         }
@@ -243,9 +247,8 @@ impl Broker {
                 )
                 .await
             }
-            // Tansu serves the whole backlog in one slow fetch (about a
-            // minute on a 2-core Xeon, see `kafka_consume`); the read stops
-            // as soon as every partition is read, the timeout only bounds it.
+            // The read stops as soon as every partition is read to its end;
+            // the timeout only bounds it.
             Broker::Kafka(k) => support::kafka_consume(
                 &k.bootstrap(),
                 &topics("outage"),

@@ -1,4 +1,4 @@
-//! Issue 8, "lose nothing": the restart checkpoint kept in the broker (a
+//! "Lose nothing": the restart checkpoint kept in the broker (a
 //! NATS KV bucket, a compacted Kafka topic) and the event ids read back from
 //! the broker after a restart, against real brokers started by the harness.
 

@@ -1,4 +1,4 @@
-//! Issue 2 acceptance: the CLI lists its subcommands, `check-config` accepts the
+//! The CLI lists its subcommands, `check-config` accepts the
 //! example config without printing the token, and bad configs exit 2 with one
 //! line naming the key.
 

@@ -1,4 +1,4 @@
-//! Issue 8: a checked-in corpus of hostile input run through the whole path.
+//! A checked-in corpus of hostile input run through the whole path.
 //!
 //! Frames (`tests/fixtures/hostile/frames/<source>.<case>[.ok].<ext>`) go
 //! through the relay's own frame → normalize → encode → message step: a case

@@ -1,4 +1,4 @@
-//! Issue 4 acceptance: the canonical model covers every field of the reference,
+//! The canonical model covers every field of the reference,
 //! the reference's sample payloads normalize cleanly and round-trip through both
 //! encodings (decoded by apache-avro from the checked-in .avsc, not by our writer),
 //! live and historic forms of one record agree, and checked-in fixtures keep decoding.

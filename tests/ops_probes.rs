@@ -1,4 +1,4 @@
-//! Issue 7 acceptance: `/metrics` agrees with the broker; `/readyz` follows the
+//! `/metrics` agrees with the broker; `/readyz` follows the
 //! broker's health and the token's validity.
 
 mod support;

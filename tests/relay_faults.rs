@@ -1,4 +1,4 @@
-//! Issue 5 acceptance, the unhappy paths: the simulator dies and comes back,
+//! The unhappy paths: the simulator dies and comes back,
 //! one source answers `Invalid path.`, and a share of frames is malformed.
 //! Real NATS JetStream from the harness; the simulator in-process.
 

@@ -1,4 +1,4 @@
-//! Issue 5 acceptance: the live relay against the simulator and real brokers.
+//! The live relay against the simulator and real brokers.
 
 mod support;
 
@@ -102,8 +102,8 @@ async fn live_events_reach_jetstream_exactly_once_in_both_encodings() {
         let mut on_broker = Vec::new();
         for m in &msgs {
             let source: DataSource = m.destination.split('.').nth(2).unwrap().parse().unwrap();
-            let id = header(&m.headers, "ce_id")
-                .expect("ce_id header")
+            let id = header(&m.headers, "ce-id")
+                .expect("ce-id header (CloudEvents NATS binding)")
                 .to_string();
             // Each payload decodes with the checked-in schema.
             support::decode_with_checked_in_schema(source, format, &m.payload);

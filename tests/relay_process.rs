@@ -1,4 +1,4 @@
-//! Issue 5 acceptance on the real binary: `studio-relay run` as a process,
+//! On the real binary: `studio-relay run` as a process,
 //! stopped with SIGTERM while publishing, and its captured logs searched for
 //! secrets.
 

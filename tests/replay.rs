@@ -1,4 +1,4 @@
-//! Issue 6 acceptance: `replay` against the simulator's history, into real brokers.
+//! `replay` against the simulator's history, into real brokers.
 
 mod support;
 
@@ -136,7 +136,8 @@ fn per_source(
         let id = m
             .headers
             .iter()
-            .find(|(k, _)| k == "ce_id")
+            // `ce-id` on NATS, `ce_id` on Kafka.
+            .find(|(k, _)| k == "ce_id" || k == "ce-id")
             .unwrap()
             .1
             .clone();
@@ -326,6 +327,11 @@ async fn a_record_published_live_and_later_replayed_has_the_same_event_id() {
             (
                 "STUDIO_RELAY__SINK__DEADLETTER_TOPIC",
                 format!("{}.deadletter", template.split('.').next().unwrap()),
+            ),
+            // Every destination in the stream, or the relay refuses to start.
+            (
+                "STUDIO_RELAY__SINK__CONTROL_TOPIC",
+                format!("{}.control", template.split('.').next().unwrap()),
             ),
         ]
     };

@@ -44,7 +44,7 @@ fn string(description: &str) -> Value {
 fn cloudevents_headers() -> Value {
     json!({
         "type": "object",
-        "description": "CloudEvents 1.0 binary content mode: Kafka record headers / NATS message headers.",
+        "description": "CloudEvents 1.0 binary content mode, named as each protocol binding names them: Kafka record headers as listed here (`ce_` prefix); NATS message headers with the NATS binding's `ce-` prefix instead (`ce-specversion`, `ce-id`, `ce-type`, `ce-source`, `ce-time`), plus `ce-datacontenttype` (= `content-type`). The other headers are named alike on both.",
         "required": ["ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time", "content-type"],
         "properties": {
             "ce_specversion": { "type": "string", "const": "1.0" },
@@ -63,6 +63,7 @@ fn cloudevents_headers() -> Value {
 fn deadletter_headers() -> Value {
     json!({
         "type": "object",
+        "description": "CloudEvents attributes as for records: `ce_` on Kafka, `ce-` on NATS.",
         "required": ["ce_id", DL_REASON, DL_ERROR, DL_TENANT, DL_SOURCE, DL_PAYLOAD_BYTES],
         "properties": {
             "ce_specversion": { "type": "string", "const": "1.0" },
@@ -71,12 +72,12 @@ fn deadletter_headers() -> Value {
             "ce_source": string("`telavox-studio/<tenant>/<source>`"),
             "ce_time": string("When the payload was received, RFC 3339 UTC."),
             "content-type": { "type": "string", "const": "application/octet-stream" },
-            DL_REASON: { "type": "string", "enum": ["binary_frame", "oversized_frame", "invalid_utf8", "malformed_json", "too_deep", "not_an_object", "wrong_type", "encode", "publish_rejected"], "description": "Why the payload could not be relayed." },
+            DL_REASON: { "type": "string", "enum": ["binary_frame", "oversized_frame", "invalid_utf8", "malformed_json", "too_deep", "not_an_object", "wrong_type", "encode", "publish_rejected", "too_large"], "description": "Why the payload could not be relayed. `too_large`: the encoded record is larger than the broker takes (NATS `max_payload`, Kafka `message.max.bytes` / the topic's `max.message.bytes`)." },
             DL_ERROR: string("The error, human-readable (at most 1024 characters)."),
             DL_TENANT: string("The tenant (Telavox account) whose socket received it."),
             DL_SOURCE: string("The data source whose socket or query produced it."),
-            DL_PAYLOAD_BYTES: string("Size of the payload as received, in bytes."),
-            DL_TRUNCATED: string("`true` when only the payload's head is kept (`sink.deadletter_max_bytes`).")
+            DL_PAYLOAD_BYTES: string("Size of the payload as received (for `publish_rejected` and `too_large`: the encoded record), in bytes, before any cut."),
+            DL_TRUNCATED: string("`true` when only the payload's head is kept: it was over `sink.deadletter_max_bytes`, or the dead letter had to be cut to fit the broker's message limit.")
         }
     })
 }

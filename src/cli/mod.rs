@@ -101,8 +101,14 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = config::load(cli.config.as_deref())?;
             runtime()?.block_on(async {
                 let shutdown = crate::ops::shutdown::on_signals();
-                crate::relay::run(config, shutdown).await?;
-                Ok(ExitCode::SUCCESS)
+                match crate::relay::run(config, shutdown).await {
+                    Ok(_) => Ok(ExitCode::SUCCESS),
+                    Err(e) if e.exit_code() != 1 => {
+                        eprintln!("studio-relay: {e}");
+                        Ok(ExitCode::from(e.exit_code()))
+                    }
+                    Err(e) => Err(e.into()),
+                }
             })
         }
         Command::Replay(args) => {

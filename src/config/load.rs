@@ -308,6 +308,7 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
                 "a schema registry needs encoding.format = \"avro\"",
             ));
         }
+        check_schema_registry(reg)?;
     }
     check_topic_template("sink.topic_template", &c.sink.topic_template, true)?;
     check_topic_template("sink.deadletter_topic", &c.sink.deadletter_topic, false)?;
@@ -337,11 +338,25 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
                     ),
                 ));
             }
-            if k.partitions < 1 || k.replication_factor < 1 {
+            if k.partitions < 1 {
                 return Err(ConfigError::invalid(
                     "sink.kafka.partitions",
-                    "partitions and replication_factor must be at least 1",
+                    "must be at least 1",
                 ));
+            }
+            for (key, factor) in [
+                ("sink.kafka.replication_factor", k.replication_factor),
+                (
+                    "sink.kafka.checkpoint_replication_factor",
+                    k.checkpoint_replication_factor,
+                ),
+            ] {
+                if factor != -1 && factor < 1 {
+                    return Err(ConfigError::invalid(
+                        key,
+                        "must be at least 1, or -1 for the cluster's default.replication.factor",
+                    ));
+                }
             }
         }
         SinkKind::Nats => {
@@ -428,6 +443,35 @@ fn check_checkpoint(c: &Config) -> Result<(), ConfigError> {
                 "{:?} is not a valid checkpoint key (letters, digits, `.`, `-`, `_`; not starting or ending with `.`)",
                 r.checkpoint_key
             ),
+        ));
+    }
+    Ok(())
+}
+
+/// The registry's own keys (its URL is checked with every other URL). The CA
+/// file is read when the client is built, where an unreadable one stops
+/// start-up naming this key too.
+fn check_schema_registry(reg: &super::SchemaRegistryConfig) -> Result<(), ConfigError> {
+    if reg.password.is_some() && reg.username.is_none() {
+        return Err(ConfigError::invalid(
+            "encoding.schema_registry.username",
+            "a registry password needs a username (HTTP basic auth)",
+        ));
+    }
+    if reg
+        .ca_file
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        return Err(ConfigError::invalid(
+            "encoding.schema_registry.ca_file",
+            "is empty; remove the key to trust only the built-in roots",
+        ));
+    }
+    if reg.request_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            "encoding.schema_registry.request_timeout",
+            "must be above zero",
         ));
     }
     Ok(())
@@ -613,6 +657,42 @@ mod tests {
         assert_eq!(c.tenants[1].name, "b");
         assert_eq!(c.tenants[1].token.expose(), "bbb");
         assert_eq!(c.upstream.sources.len(), 1);
+    }
+
+    #[test]
+    fn schema_registry_keys_have_defaults_and_are_checked_by_key() {
+        let t = &[("TELAVOX_TOKEN", "x")];
+        let base =
+            "[encoding]\nformat = \"avro\"\n[encoding.schema_registry]\nurl = \"http://r:8081\"\n";
+        let c = load(base, t).unwrap();
+        let reg = c.encoding.schema_registry.unwrap();
+        assert_eq!(reg.mode, super::super::RegistryMode::Register);
+        assert!(reg.check_compatibility);
+        assert_eq!(reg.retry_for, std::time::Duration::from_secs(60));
+        let c = load(
+            &format!("{base}mode = \"lookup\"\nretry_for = \"5s\"\nca_file = \"/ca.pem\"\n"),
+            t,
+        )
+        .unwrap();
+        let reg = c.encoding.schema_registry.unwrap();
+        assert_eq!(reg.mode, super::super::RegistryMode::Lookup);
+        assert_eq!(reg.retry_for, std::time::Duration::from_secs(5));
+        for (extra, key) in [
+            ("mode = \"sometimes\"\n", "encoding.schema_registry.mode"),
+            ("password = \"p\"\n", "encoding.schema_registry.username"),
+            ("ca_file = \"\"\n", "encoding.schema_registry.ca_file"),
+            (
+                "retry_for = \"soon\"\n",
+                "encoding.schema_registry.retry_for",
+            ),
+            (
+                "request_timeout = \"0s\"\n",
+                "encoding.schema_registry.request_timeout",
+            ),
+        ] {
+            let e = load(&format!("{base}{extra}"), t).unwrap_err();
+            assert!(e.to_string().contains(key), "{extra:?} names {key}: {e}");
+        }
     }
 
     #[test]

@@ -151,11 +151,13 @@ pub enum EncodingFormat {
     Avro,
 }
 
-/// Confluent Schema Registry connection.
+/// Confluent-compatible Schema Registry connection (Confluent, or Apicurio's
+/// `/apis/ccompat/v7`). Subjects follow the TopicNameStrategy: `<topic>-value`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaRegistryConfig {
-    /// Base URL, e.g. `http://schema-registry:8081`.
+    /// Base URL, e.g. `http://schema-registry:8081` or
+    /// `http://apicurio:8080/apis/ccompat/v7`.
     pub url: String,
     /// Basic-auth user, if the registry needs one.
     #[serde(default)]
@@ -163,6 +165,59 @@ pub struct SchemaRegistryConfig {
     /// Basic-auth password (prefer the env override).
     #[serde(default)]
     pub password: Option<Secret>,
+    /// `register`: register each schema under its subject at start-up (a
+    /// version that is already there is reused). `lookup`: never write to
+    /// the registry; find the schema's id under its subject, and refuse to
+    /// start when it is not there (registries where only CI registers).
+    #[serde(default)]
+    pub mode: RegistryMode,
+    /// Before registering or looking up, ask the registry whether each
+    /// schema is compatible with the latest version of its subject, and
+    /// refuse to start when it is not.
+    #[serde(default = "default_check_compatibility")]
+    pub check_compatibility: bool,
+    /// PEM CA certificate(s) trusted for the registry's TLS, on top of the
+    /// built-in web roots (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How long start-up keeps retrying a registry that is unreachable,
+    /// overloaded (HTTP 429) or failing (HTTP 5xx), with exponential backoff,
+    /// before giving up. `0s` tries once.
+    #[serde(default = "default_registry_retry_for", with = "humantime_serde")]
+    pub retry_for: Duration,
+    /// Timeout of each request to the registry.
+    #[serde(default = "default_registry_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+/// How the relay gets its schema ids from the registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryMode {
+    #[default]
+    Register,
+    Lookup,
+}
+
+impl RegistryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryMode::Register => "register",
+            RegistryMode::Lookup => "lookup",
+        }
+    }
+}
+
+fn default_check_compatibility() -> bool {
+    true
+}
+
+fn default_registry_retry_for() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_registry_request_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// Where events go.
@@ -178,8 +233,8 @@ pub struct SinkConfig {
     /// Largest raw payload kept in a dead letter; a longer one keeps its first
     /// this-many bytes and says so in `studio_relay_payload_bytes` /
     /// `studio_relay_truncated`. Keep it below the broker's message limit
-    /// (NATS `max_payload` 1 MiB, Kafka `message.max.bytes` 1 MB by default),
-    /// or the broker refuses the dead letter itself.
+    /// (NATS `max_payload` 1 MiB, Kafka `message.max.bytes` 1 MB by default);
+    /// where the broker's known limit is lower, the dead letter is cut to it.
     pub deadletter_max_bytes: usize,
     /// Topic / subject for control events (gap markers).
     pub control_topic: String,
@@ -230,11 +285,26 @@ pub struct KafkaConfig {
     pub create_topics: bool,
     /// Partitions of created topics.
     pub partitions: i32,
-    /// Replication factor of created topics.
+    /// Replication factor of created topics; -1 takes the cluster's
+    /// `default.replication.factor` (the platform team's choice), which is
+    /// what a multi-broker cluster should decide rather than the relay.
     pub replication_factor: i32,
     /// `cleanup.policy` of created topics (`delete` or `compact`).
     pub cleanup_policy: String,
-    /// Extra librdkafka properties, passed through as-is (SASL, TLS, …).
+    /// Further topic configs for created topics (`retention.ms`,
+    /// `min.insync.replicas`, `max.message.bytes`, …), applied after
+    /// `cleanup_policy`. Existing topics are never altered.
+    pub topic_config: BTreeMap<String, String>,
+    /// Replication factor of the checkpoint topic when the relay creates it;
+    /// -1 takes the cluster's `default.replication.factor`.
+    pub checkpoint_replication_factor: i32,
+    /// How often librdkafka reports its statistics (queue depth, round-trip
+    /// times, batch sizes, errors per broker) to `/metrics`; `0s` turns them off.
+    #[serde(with = "humantime_serde")]
+    pub statistics_interval: Duration,
+    /// librdkafka properties, applied after the relay's own settings so any of
+    /// them can be tuned (SASL, TLS, `linger.ms`, …). A setting that weakens
+    /// delivery (`acks`, `enable.idempotence`) is logged once at start-up.
     /// Values whose key contains `password`, `secret` or `token` are redacted in output.
     pub properties: BTreeMap<String, String>,
 }
@@ -249,8 +319,11 @@ impl Default for KafkaConfig {
             message_timeout_ms: 300_000,
             create_topics: false,
             partitions: 6,
-            replication_factor: 1,
+            replication_factor: -1,
             cleanup_policy: "delete".into(),
+            topic_config: BTreeMap::new(),
+            checkpoint_replication_factor: -1,
+            statistics_interval: Duration::from_secs(15),
             properties: BTreeMap::new(),
         }
     }
@@ -265,7 +338,9 @@ pub struct NatsConfig {
     /// Publish with JetStream (acknowledged, deduplicated by `Nats-Msg-Id`).
     /// When false, core NATS publish (no acknowledgement: at most once).
     pub jetstream: bool,
-    /// Create or update the stream at start-up.
+    /// Create the stream at start-up when it is missing. An existing stream
+    /// is never altered (differences from these settings are logged); it
+    /// must capture every destination subject, or start-up fails.
     pub create_stream: bool,
     /// Stream name.
     pub stream: String,
@@ -278,6 +353,12 @@ pub struct NatsConfig {
     pub retention: String,
     /// `file` or `memory`.
     pub storage: String,
+    /// Replicas of the stream when the relay creates it; 0: as many as the
+    /// cluster has servers, at most 3 (1 on a single server).
+    pub replicas: usize,
+    /// Replicas of the checkpoint KV bucket when the relay creates it; 0: as
+    /// for `replicas`.
+    pub kv_replicas: usize,
     /// Maximum publishes awaiting their PubAck at once.
     pub max_pending_acks: usize,
     /// Token authentication.
@@ -309,6 +390,8 @@ impl Default for NatsConfig {
             duplicate_window: Duration::from_secs(2 * 3600),
             retention: "limits".into(),
             storage: "file".into(),
+            replicas: 0,
+            kv_replicas: 0,
             max_pending_acks: 256,
             token: None,
             user: None,

@@ -52,6 +52,11 @@ pub struct Encoder {
     format: EncodingFormat,
     /// Schema registry id per source ([`DataSource::index`]), when registered.
     registry_ids: Option<[Option<u32>; DataSource::ALL.len()]>,
+    /// Ids of tenants whose subjects got other ids than `registry_ids`: a
+    /// registry handing out one id per subject version (Apicurio's legacy
+    /// id mode) gives each tenant's topic its own. None in the usual case of
+    /// one id per schema text, which keeps the per-event path free of lookups.
+    tenant_registry_ids: Option<Arc<HashMap<String, [Option<u32>; DataSource::ALL.len()]>>>,
     /// Size of the last payload per source: the next one's buffer is
     /// allocated at about that size once, instead of growing by doubling
     /// (which also leaves up to half of it unused while the message waits
@@ -64,8 +69,23 @@ impl Encoder {
         Encoder {
             format,
             registry_ids: registry_ids.map(|ids| DataSource::ALL.map(|s| ids.get(&s).copied())),
+            tenant_registry_ids: None,
             size_hints: Arc::new(std::array::from_fn(|_| AtomicUsize::new(1024))),
         }
+    }
+
+    /// Per-tenant registry ids that take precedence over the ones given to
+    /// [`Encoder::new`] for that tenant's events.
+    pub fn with_tenant_registry_ids(
+        mut self,
+        per_tenant: HashMap<String, HashMap<DataSource, u32>>,
+    ) -> Encoder {
+        let table = per_tenant
+            .into_iter()
+            .map(|(tenant, ids)| (tenant, DataSource::ALL.map(|s| ids.get(&s).copied())))
+            .collect();
+        self.tenant_registry_ids = Some(Arc::new(table));
+        self
     }
 
     pub fn encode(&self, env: &Envelope) -> Result<EncodedPayload, EncodeError> {
@@ -90,7 +110,11 @@ impl Encoder {
                 let mut bytes = Vec::with_capacity(capacity);
                 match &self.registry_ids {
                     Some(ids) => {
-                        let id = ids[env.source.index()]
+                        let tenant_ids = self
+                            .tenant_registry_ids
+                            .as_ref()
+                            .and_then(|t| t.get(env.tenant.as_str()));
+                        let id = tenant_ids.unwrap_or(ids)[env.source.index()]
                             .ok_or(EncodeError::MissingSchemaId(env.source))?;
                         bytes.push(0);
                         bytes.extend_from_slice(&id.to_be_bytes());

@@ -288,6 +288,86 @@ impl EventDeadLettered<'_> {
     }
 }
 
+/// The broker refused a dead letter for a reason other than its size, so
+/// the payload is lost; logged with the id to look for.
+pub struct DeadLetterDropped<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    pub event_id: &'a str,
+    pub error: &'a str,
+}
+
+impl DeadLetterDropped<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::error!(
+            tenant = self.tenant,
+            source = self.source,
+            event_id = self.event_id,
+            error = self.error,
+            "the broker rejected a dead letter; payload dropped"
+        );
+    }
+}
+
+/// The largest message the broker takes became known (at start-up, or
+/// changed after a reconnect); larger ones are dead-lettered as `too_large`.
+/// Sinks log this without a [`Metrics`] at hand: it touches none.
+pub struct BrokerMessageLimitFound<'a> {
+    pub sink: &'a str,
+    /// Where the limit comes from (`max_payload`, `message.max.bytes`, ...).
+    pub setting: &'a str,
+    pub bytes: usize,
+}
+
+impl BrokerMessageLimitFound<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            sink = self.sink,
+            setting = self.setting,
+            bytes = self.bytes,
+            "broker message limit known: larger records are dead-lettered (reason too_large)"
+        );
+    }
+}
+
+/// The relay created its JetStream stream or KV bucket (it was missing).
+pub struct JetStreamStreamCreated<'a> {
+    pub stream: &'a str,
+    pub subjects: &'a [String],
+}
+
+impl JetStreamStreamCreated<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            stream = self.stream,
+            subjects = ?self.subjects,
+            "JetStream stream created"
+        );
+    }
+}
+
+/// An existing JetStream stream (or KV bucket) differs from what the relay
+/// would have created; the relay uses it as it is and never alters it.
+/// One line per setting, at start-up.
+pub struct JetStreamStreamSettingKept<'a> {
+    pub stream: &'a str,
+    pub setting: &'a str,
+    pub existing: &'a str,
+    pub relay_default: &'a str,
+}
+
+impl JetStreamStreamSettingKept<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            stream = self.stream,
+            setting = self.setting,
+            existing = self.existing,
+            relay_default = self.relay_default,
+            "the existing JetStream stream differs from what the relay would create; kept as it is (the relay never alters an existing stream)"
+        );
+    }
+}
+
 pub struct UnknownFieldsKept<'a> {
     pub tenant: &'a str,
     pub source: &'a str,
@@ -517,6 +597,197 @@ impl RecentIdsSeedFailed<'_> {
             sink = self.sink,
             error = self.error,
             "cannot read the event ids already on the broker: the resume backfill may publish duplicates"
+        );
+    }
+}
+
+/// A schema registry request failed in a way worth retrying (unreachable,
+/// HTTP 5xx or 429) during start-up; logged when the failures start, then
+/// at debug level.
+pub struct SchemaRegistryRequestRetried<'a> {
+    /// The registry URL, credentials redacted.
+    pub url: &'a str,
+    pub subject: &'a str,
+    pub attempt: u32,
+    pub delay: Duration,
+    pub error: &'a str,
+}
+
+impl SchemaRegistryRequestRetried<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.schema_registry_retries
+            .with_label_values::<&str>(&[])
+            .inc();
+        if self.attempt == 1 {
+            tracing::warn!(
+                registry = self.url,
+                subject = self.subject,
+                delay_ms = self.delay.as_millis() as u64,
+                error = self.error,
+                "schema registry not available yet: retrying with backoff (encoding.schema_registry.retry_for bounds the wait)"
+            );
+        } else {
+            tracing::debug!(
+                registry = self.url,
+                subject = self.subject,
+                attempt = self.attempt,
+                delay_ms = self.delay.as_millis() as u64,
+                error = self.error,
+                "schema registry request failed again"
+            );
+        }
+    }
+}
+
+/// One subject's schema id was resolved (registered or found).
+pub struct SchemaIdResolved<'a> {
+    pub subject: &'a str,
+    pub id: u32,
+    /// `registered` or `found`.
+    pub action: &'static str,
+}
+
+impl SchemaIdResolved<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::debug!(
+            subject = self.subject,
+            id = self.id,
+            action = self.action,
+            "schema id resolved"
+        );
+    }
+}
+
+/// Every subject's schema id is known; logged once at start-up.
+pub struct SchemaIdsResolved<'a> {
+    pub url: &'a str,
+    /// `register` or `lookup`.
+    pub mode: &'static str,
+    pub subjects: usize,
+    /// Distinct ids: one per schema on most registries, one per subject
+    /// where the registry numbers subject versions.
+    pub ids: usize,
+    pub compatibility_checked: bool,
+    pub elapsed: Duration,
+}
+
+impl SchemaIdsResolved<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.schema_registry_subjects
+            .with_label_values::<&str>(&[])
+            .set(self.subjects as i64);
+        tracing::info!(
+            registry = self.url,
+            mode = self.mode,
+            subjects = self.subjects,
+            ids = self.ids,
+            compatibility_checked = self.compatibility_checked,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "Avro schema ids resolved with the schema registry"
+        );
+    }
+}
+
+/// A `[sink.kafka.properties]` entry overrides one of the relay's delivery
+/// settings in a way that weakens what consumers get; logged once at start-up.
+pub struct KafkaDeliverySettingWeakened<'a> {
+    pub key: &'a str,
+    pub value: &'a str,
+    pub consequence: &'a str,
+}
+
+impl KafkaDeliverySettingWeakened<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::warn!(
+            key = self.key,
+            value = self.value,
+            "sink.kafka.properties weakens a delivery guarantee: {}",
+            self.consequence
+        );
+    }
+}
+
+/// One broker in librdkafka's statistics.
+pub struct KafkaBrokerStatistics<'a> {
+    pub broker: &'a str,
+    pub up: bool,
+    pub rtt_avg: Duration,
+    pub rtt_p99: Duration,
+    pub in_flight: i64,
+    /// Totals since the client started.
+    pub transmit_errors: u64,
+    pub receive_errors: u64,
+    pub timeouts: u64,
+}
+
+/// One topic's producer batches in librdkafka's statistics.
+pub struct KafkaTopicStatistics<'a> {
+    pub topic: &'a str,
+    pub batch_bytes_avg: f64,
+    pub batch_messages_avg: f64,
+}
+
+/// librdkafka reported its statistics (every `statistics_interval`).
+pub struct KafkaStatisticsReported<'a> {
+    pub queue_messages: u64,
+    pub queue_bytes: u64,
+    pub brokers: &'a [KafkaBrokerStatistics<'a>],
+    pub topics: &'a [KafkaTopicStatistics<'a>],
+}
+
+impl KafkaStatisticsReported<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        let k = &m.kafka;
+        k.queue_messages.set(self.queue_messages as i64);
+        k.queue_bytes.set(self.queue_bytes as i64);
+        for b in self.brokers {
+            k.broker_up
+                .with_label_values(&[b.broker])
+                .set(i64::from(b.up));
+            k.broker_in_flight
+                .with_label_values(&[b.broker])
+                .set(b.in_flight);
+            for (stat, rtt) in [("avg", b.rtt_avg), ("p99", b.rtt_p99)] {
+                k.broker_rtt
+                    .with_label_values(&[b.broker, stat])
+                    .set(rtt.as_secs_f64());
+            }
+            for (kind, total) in [
+                ("transmit", b.transmit_errors),
+                ("receive", b.receive_errors),
+                ("timeout", b.timeouts),
+            ] {
+                // librdkafka reports totals; the counter catches up to them.
+                let counter = k.broker_errors.with_label_values(&[b.broker, kind]);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
+        for t in self.topics {
+            k.batch_bytes
+                .with_label_values(&[t.topic])
+                .set(t.batch_bytes_avg);
+            k.batch_messages
+                .with_label_values(&[t.topic])
+                .set(t.batch_messages_avg);
+        }
+    }
+}
+
+/// A topic takes smaller record batches than the producer may build: a full
+/// batch of small records would be refused as too large (and dead-lettered).
+pub struct KafkaBatchLargerThanTopicLimit<'a> {
+    pub topic: &'a str,
+    pub batch_bytes: u64,
+    pub topic_limit: usize,
+}
+
+impl KafkaBatchLargerThanTopicLimit<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            topic = self.topic,
+            batch_bytes = self.batch_bytes,
+            topic_max_message_bytes = self.topic_limit,
+            "the topic's max.message.bytes is below sink.kafka.batch_bytes: set batch_bytes to at most the topic's limit, or full batches are refused as too large"
         );
     }
 }

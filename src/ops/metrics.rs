@@ -38,8 +38,78 @@ pub struct Metrics {
     pub checkpoint_save_failures: IntCounterVec,
     pub checkpoint_timestamp: GaugeVec,
     pub recent_ids_seed_failures: IntCounterVec,
+    pub schema_registry_retries: IntCounterVec,
+    pub schema_registry_subjects: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub process_start_time: Gauge,
+    /// librdkafka's own statistics, refreshed every `sink.kafka.statistics_interval`.
+    pub kafka: KafkaClientMetrics,
+}
+
+/// What librdkafka reports about its producer (see
+/// `ops::internal_events::KafkaStatisticsReported`).
+pub struct KafkaClientMetrics {
+    pub queue_messages: IntGauge,
+    pub queue_bytes: IntGauge,
+    pub broker_up: IntGaugeVec,
+    pub broker_rtt: GaugeVec,
+    pub broker_errors: IntCounterVec,
+    pub broker_in_flight: IntGaugeVec,
+    pub batch_bytes: GaugeVec,
+    pub batch_messages: GaugeVec,
+}
+
+impl KafkaClientMetrics {
+    fn new(r: &Registry) -> Self {
+        KafkaClientMetrics {
+            queue_messages: gauge(
+                r,
+                "studio_relay_kafka_producer_queue_messages",
+                "Messages in the Kafka producer's queue, waiting to be sent or acknowledged.",
+            ),
+            queue_bytes: gauge(
+                r,
+                "studio_relay_kafka_producer_queue_bytes",
+                "Bytes in the Kafka producer's queue.",
+            ),
+            broker_up: gauge_vec(
+                r,
+                "studio_relay_kafka_broker_up",
+                "1 while the producer's connection to the broker is up.",
+                &["broker"],
+            ),
+            broker_rtt: float_gauge_vec(
+                r,
+                "studio_relay_kafka_broker_rtt_seconds",
+                "Request round-trip time to the broker over the last statistics interval (stat: avg, p99).",
+                &["broker", "stat"],
+            ),
+            broker_errors: counter(
+                r,
+                "studio_relay_kafka_broker_errors_total",
+                "Errors talking to the broker (kind: transmit, receive, timeout).",
+                &["broker", "kind"],
+            ),
+            broker_in_flight: gauge_vec(
+                r,
+                "studio_relay_kafka_broker_requests_in_flight",
+                "Requests sent to the broker and awaiting a response.",
+                &["broker"],
+            ),
+            batch_bytes: float_gauge_vec(
+                r,
+                "studio_relay_kafka_batch_size_bytes",
+                "Average size of the producer's batches per topic over the last statistics interval.",
+                &["topic"],
+            ),
+            batch_messages: float_gauge_vec(
+                r,
+                "studio_relay_kafka_batch_messages",
+                "Average messages per producer batch per topic over the last statistics interval.",
+                &["topic"],
+            ),
+        }
+    }
 }
 
 const TS: &[&str] = &["tenant", "source"];
@@ -277,6 +347,18 @@ impl Metrics {
                 "Failed or cut-short reads of the event ids already on the broker after a restart (the resume backfill may then publish duplicates).",
                 &[],
             ),
+            schema_registry_retries: counter(
+                &r,
+                "studio_relay_schema_registry_retries_total",
+                "Schema registry requests retried at start-up (registry unreachable, HTTP 5xx or 429).",
+                &[],
+            ),
+            schema_registry_subjects: gauge_vec(
+                &r,
+                "studio_relay_schema_registry_subjects",
+                "Subjects whose Avro schema id was resolved with the schema registry at start-up.",
+                &[],
+            ),
             gaps: counter(
                 &r,
                 "studio_relay_gaps_total",
@@ -290,6 +372,7 @@ impl Metrics {
                 &["version"],
             ),
             process_start_time: start,
+            kafka: KafkaClientMetrics::new(&r),
             registry: r,
         };
         m.build_info

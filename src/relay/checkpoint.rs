@@ -104,7 +104,9 @@ impl CheckpointError {
         CheckpointError {
             kind: match e.kind {
                 SinkErrorKind::Unavailable => CheckpointErrorKind::Unavailable,
-                SinkErrorKind::Rejected | SinkErrorKind::Config => CheckpointErrorKind::Config,
+                SinkErrorKind::Rejected | SinkErrorKind::TooLarge | SinkErrorKind::Config => {
+                    CheckpointErrorKind::Config
+                }
             },
             location,
             message: e.message,

@@ -20,6 +20,30 @@ pub const DL_SOURCE: &str = "studio_relay_source";
 pub const DL_PAYLOAD_BYTES: &str = "studio_relay_payload_bytes";
 pub const DL_TRUNCATED: &str = "studio_relay_truncated";
 
+/// Cuts a dead letter's payload so that the whole message is at most
+/// `max_bytes` ([`OutboundMessage::size`]) and marks it truncated; its
+/// `studio_relay_payload_bytes` keeps the size it had before. A dead letter
+/// the broker refuses for its size would lose the incident altogether,
+/// while its head and headers still say what happened.
+pub fn fit_dead_letter(m: &mut OutboundMessage, max_bytes: usize) {
+    if m.size() <= max_bytes {
+        return;
+    }
+    let marked = m.headers.iter().any(|(k, _)| k == DL_TRUNCATED);
+    let mark = if marked {
+        0
+    } else {
+        crate::sink::header_size(DL_TRUNCATED, "true")
+    };
+    let rest = m.size() - m.payload.len() + mark;
+    m.payload = m
+        .payload
+        .slice(..max_bytes.saturating_sub(rest).min(m.payload.len()));
+    if !marked {
+        m.headers.push((DL_TRUNCATED.into(), "true".into()));
+    }
+}
+
 /// Builds every message the relay publishes.
 pub struct MessageBuilder {
     encoder: Encoder,
@@ -214,6 +238,35 @@ impl MessageBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn header<'a>(m: &'a OutboundMessage, name: &str) -> Option<&'a str> {
+        m.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    #[test]
+    fn a_dead_letter_is_cut_to_fit_and_keeps_its_original_size() {
+        let b = MessageBuilder::without_registry(EncodingFormat::Json, &SinkConfig::default());
+        let raw = Bytes::from(vec![b'x'; 300_000]);
+        let mut dl = b.dead_letter("acme", DataSource::Calls, "too_large", "big", 0, raw);
+        assert_eq!(header(&dl, DL_TRUNCATED), None);
+        fit_dead_letter(&mut dl, 100_000);
+        assert_eq!(dl.size(), 100_000, "as large as fits");
+        assert!(dl.payload.iter().all(|&c| c == b'x'));
+        assert_eq!(header(&dl, DL_TRUNCATED), Some("true"));
+        assert_eq!(header(&dl, DL_PAYLOAD_BYTES), Some("300000"));
+        // Cut again (a lower limit found later): marked once.
+        fit_dead_letter(&mut dl, 50_000);
+        assert_eq!(dl.size(), 50_000);
+        let marks = dl.headers.iter().filter(|(k, _)| k == DL_TRUNCATED).count();
+        assert_eq!(marks, 1);
+        // Already small enough: untouched.
+        let before = dl.payload.clone();
+        fit_dead_letter(&mut dl, 60_000);
+        assert_eq!(dl.payload, before);
+    }
 
     #[test]
     fn destinations_are_the_filled_templates() {

@@ -52,7 +52,7 @@ pub enum RelayError {
     #[error("sink: {0}")]
     Sink(#[from] SinkError),
     #[error("schema registry: {0}")]
-    Registry(String),
+    Registry(crate::registry::RegistryError),
     #[error("cannot listen on ops address {addr}: {source}")]
     Ops {
         addr: String,
@@ -64,6 +64,17 @@ pub enum RelayError {
     Spool(#[from] spool::SpoolError),
     #[error("shutdown deadline of {deadline:?} passed with {unsettled} event(s) not acknowledged by the broker")]
     DrainTimeout { deadline: Duration, unsettled: i64 },
+}
+
+impl RelayError {
+    /// The process exit code: a registry that refuses the configuration
+    /// (subject, credentials, CA, compatibility) is a configuration error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RelayError::Registry(e) => e.exit_code(),
+            _ => 1,
+        }
+    }
 }
 
 /// What a finished run did.
@@ -98,8 +109,9 @@ impl RelayHandle {
 
 /// Builds the sink from config and starts the relay.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<RelayHandle, RelayError> {
-    let sink = crate::sink::build(&config.sink).await?;
-    start_with_sink(config, sink, Arc::new(Metrics::new()), shutdown).await
+    let metrics = Arc::new(Metrics::new());
+    let sink = crate::sink::build(&config.sink, metrics.clone()).await?;
+    start_with_sink(config, sink, metrics, shutdown).await
 }
 
 /// Starts the relay on a given sink (tests and the demo pass their own).
@@ -136,9 +148,11 @@ pub async fn start_with_sink(
             .iter()
             .map(|t| t.name.as_str())
             .collect::<Vec<_>>(),
+        &metrics,
+        &shutdown,
     )
     .await
-    .map_err(|e| RelayError::Registry(e.to_string()))?;
+    .map_err(RelayError::Registry)?;
     let builder = Arc::new(MessageBuilder::new(encoder, &config.sink));
     let destinations = builder.all_destinations(
         config.tenants.iter().map(|t| t.name.as_str()),

@@ -6,7 +6,10 @@
 //! input and without limit: while the broker is away the window fills, the
 //! input channel fills and the producer upstream pauses (backpressure); nothing
 //! is dropped. A rejection (the broker will never take this message) becomes a
-//! dead letter carrying the encoded payload.
+//! dead letter carrying the encoded payload. So does a message larger than the
+//! broker takes, found before it is sent: a NATS server closes the connection
+//! over one, and sending it again after every reconnect would hold up
+//! everything behind it.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -21,14 +24,14 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use super::message_builder::MessageBuilder;
+use super::message_builder::{fit_dead_letter, MessageBuilder};
 use super::recent_ids::RecentIds;
 use crate::model::DataSource;
 use crate::ops::internal_events::{
-    EventDeadLettered, EventPublished, EventPublishedChildren, PublishFailed,
+    DeadLetterDropped, EventDeadLettered, EventPublished, EventPublishedChildren, PublishFailed,
 };
 use crate::ops::Metrics;
-use crate::sink::{AckFuture, OutboundMessage, Sink, SinkError};
+use crate::sink::{AckFuture, OutboundMessage, Sink, SinkError, SinkErrorKind};
 
 /// One message plus what the publisher needs to account for it.
 pub struct Outgoing {
@@ -324,14 +327,17 @@ async fn run_loop(
         // Hand over in order; keep settling acks while the sink makes us wait
         // (its own buffer may only free up as acks are polled).
         // (The send future borrows the message; it ends with this block.)
-        let sent = {
-            let send = sink.send(&item.message);
-            tokio::pin!(send);
-            loop {
-                tokio::select! {
-                    r = &mut send => break r,
-                    Some(done) = inflight.next(), if !inflight.is_empty() => {
-                        settle(done, &builder, &metrics, &settings, &mut stats, &mut retries, &mut published);
+        let sent = match check_size(&*sink, &mut item) {
+            Err(too_large) => Err(too_large),
+            Ok(()) => {
+                let send = sink.send(&item.message);
+                tokio::pin!(send);
+                loop {
+                    tokio::select! {
+                        r = &mut send => break r,
+                        Some(done) = inflight.next(), if !inflight.is_empty() => {
+                            settle(done, &builder, &metrics, &settings, &mut stats, &mut retries, &mut published);
+                        }
                     }
                 }
             }
@@ -357,6 +363,30 @@ async fn run_loop(
     stats
 }
 
+/// Refuses a message larger than the sink says its destination takes (it
+/// settles like a broker's refusal, as `TooLarge`); a dead letter is cut to
+/// fit instead, so the incident is recorded.
+fn check_size(sink: &dyn Sink, item: &mut Outgoing) -> Result<(), SinkError> {
+    let Some(max) = sink.max_message_bytes(&item.message.destination) else {
+        return Ok(());
+    };
+    let size = item.message.size();
+    if size <= max {
+        return Ok(());
+    }
+    if item.origin == "deadletter" {
+        fit_dead_letter(&mut item.message, max);
+        return Ok(());
+    }
+    Err(SinkError::new(
+        SinkErrorKind::TooLarge,
+        format!(
+            "the message is {size} bytes; {} takes at most {max}",
+            item.message.destination
+        ),
+    ))
+}
+
 fn backoff(s: &PublisherSettings, attempt: u32) -> Duration {
     s.retry_min
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
@@ -364,7 +394,7 @@ fn backoff(s: &PublisherSettings, attempt: u32) -> Duration {
 }
 
 fn settle(
-    (item, attempt, result): Settled,
+    (mut item, attempt, result): Settled,
     builder: &MessageBuilder,
     metrics: &Metrics,
     settings: &PublisherSettings,
@@ -419,26 +449,43 @@ fn settle(
             }
             .emit(metrics);
             if item.origin == "deadletter" {
+                if e.kind == SinkErrorKind::TooLarge && !item.message.payload.is_empty() {
+                    // The broker takes less than the sink knew (a limit
+                    // changed since start-up): keep halving the head.
+                    let half = item.message.size() - item.message.payload.len().div_ceil(2);
+                    fit_dead_letter(&mut item.message, half);
+                    retries.push_back(Retry {
+                        item,
+                        attempt: 0,
+                        ready_at: tokio::time::Instant::now(),
+                    });
+                    return;
+                }
                 // Nowhere left to put it: say so loudly, with the id to look for.
-                tracing::error!(
-                    tenant = &*item.tenant,
+                DeadLetterDropped {
+                    tenant: &item.tenant,
                     source,
-                    event_id = %item.message.event_id,
-                    error = %e,
-                    "the broker rejected a dead letter; payload dropped"
-                );
+                    event_id: &item.message.event_id,
+                    error: &e.message,
+                }
+                .emit(metrics);
             } else {
+                let reason = if e.kind == SinkErrorKind::TooLarge {
+                    "too_large"
+                } else {
+                    "publish_rejected"
+                };
                 EventDeadLettered {
                     tenant: &item.tenant,
                     source,
-                    reason: "publish_rejected",
+                    reason,
                     error: &e.message,
                 }
                 .emit(metrics);
                 let dl = builder.dead_letter(
                     &item.tenant,
                     item.source,
-                    "publish_rejected",
+                    reason,
                     &e.message,
                     chrono::Utc::now().timestamp_millis(),
                     item.message.payload.clone(),
@@ -467,6 +514,173 @@ fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{EncodingFormat, SinkConfig};
+    use crate::relay::message_builder::{DL_PAYLOAD_BYTES, DL_REASON, DL_TRUNCATED};
+    use std::sync::Mutex;
+
+    /// Keeps what it is sent. `known_max` is the limit it tells the
+    /// publisher; `broker_max` the one its "broker" enforces at the ack.
+    struct MemorySink {
+        known_max: Option<usize>,
+        broker_max: usize,
+        sent: Mutex<Vec<OutboundMessage>>,
+        /// The event id of every message handed to `send`.
+        attempts: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for MemorySink {
+        fn name(&self) -> &'static str {
+            "memory"
+        }
+        async fn prepare(&self, _: &[String]) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn max_message_bytes(&self, _: &str) -> Option<usize> {
+            self.known_max
+        }
+        async fn send(&self, m: &OutboundMessage) -> Result<AckFuture, SinkError> {
+            self.attempts.lock().unwrap().push(m.event_id.clone());
+            let acked = if m.size() > self.broker_max {
+                Err(SinkError::new(
+                    SinkErrorKind::TooLarge,
+                    "MSG_SIZE_TOO_LARGE",
+                ))
+            } else {
+                self.sent.lock().unwrap().push(m.clone());
+                Ok(())
+            };
+            Ok(Box::pin(futures::future::ready(acked)))
+        }
+        async fn flush(&self, _: Duration) -> Result<(), SinkError> {
+            Ok(())
+        }
+        async fn check_health(&self) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    fn outgoing(id: &str, payload_bytes: usize) -> Outgoing {
+        Outgoing {
+            message: OutboundMessage {
+                destination: "telavox.studio.calls.v1".into(),
+                key: Some(id.into()),
+                headers: vec![("ce_id".into(), id.to_string().into())],
+                payload: bytes::Bytes::from(vec![b'r'; payload_bytes]),
+                event_id: id.into(),
+            },
+            tenant: Arc::from("acme"),
+            source: DataSource::Calls,
+            origin: "live",
+            stages: None,
+            tracker: None,
+        }
+    }
+
+    /// Publishes three small records, one of `big` bytes, three small ones;
+    /// returns what the sink kept, the stats and the metrics text.
+    async fn publish_around_a_big_one(
+        sink: MemorySink,
+        big: usize,
+    ) -> (Vec<OutboundMessage>, Vec<String>, PublisherStats, String) {
+        let sink = Arc::new(sink);
+        let metrics = Arc::new(Metrics::new());
+        let builder = Arc::new(MessageBuilder::without_registry(
+            EncodingFormat::Json,
+            &SinkConfig::default(),
+        ));
+        let (tx, _, handle) = spawn(
+            sink.clone(),
+            builder,
+            metrics.clone(),
+            PublisherSettings::default(),
+            16,
+        );
+        for (id, bytes) in [
+            ("a", 100),
+            ("b", 100),
+            ("c", 100),
+            ("big", big),
+            ("d", 100),
+            ("e", 100),
+            ("f", 100),
+        ] {
+            tx.send(outgoing(id, bytes)).await.unwrap();
+        }
+        drop(tx);
+        let stats = handle.await.unwrap();
+        let sent = sink.sent.lock().unwrap().clone();
+        let attempts = sink.attempts.lock().unwrap().clone();
+        (sent, attempts, stats, metrics.render())
+    }
+
+    fn header<'a>(m: &'a OutboundMessage, name: &str) -> Option<&'a str> {
+        m.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Every small record was published in order, and the big one only as a
+    /// dead letter that fits `max`, saying why and how large it was.
+    fn assert_dead_lettered_as_too_large(sent: &[OutboundMessage], max: usize, big: usize) {
+        let records: Vec<&str> = sent
+            .iter()
+            .filter(|m| m.destination == "telavox.studio.calls.v1")
+            .map(|m| m.event_id.as_str())
+            .collect();
+        assert_eq!(records, ["a", "b", "c", "d", "e", "f"]);
+        let letters: Vec<_> = sent
+            .iter()
+            .filter(|m| m.destination == "telavox.studio.deadletter")
+            .collect();
+        assert_eq!(letters.len(), 1, "{letters:?}");
+        let dl = letters[0];
+        assert!(dl.size() <= max, "{} > {max}", dl.size());
+        assert!(!dl.payload.is_empty() && dl.payload.iter().all(|&c| c == b'r'));
+        assert_eq!(header(dl, DL_REASON), Some("too_large"));
+        assert_eq!(header(dl, DL_TRUNCATED), Some("true"));
+        assert_eq!(header(dl, DL_PAYLOAD_BYTES), Some(big.to_string().as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_message_larger_than_the_sink_takes_is_dead_lettered_unsent() {
+        let sink = MemorySink {
+            known_max: Some(10_000),
+            broker_max: 10_000,
+            sent: Mutex::default(),
+            attempts: Mutex::default(),
+        };
+        let (sent, attempts, stats, metrics) = publish_around_a_big_one(sink, 50_000).await;
+        assert_dead_lettered_as_too_large(&sent, 10_000, 50_000);
+        assert!(!attempts.iter().any(|id| id == "big"), "{attempts:?}");
+        assert_eq!((stats.published, stats.dead_lettered), (7, 1));
+        assert_eq!(stats.retries, 0);
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("studio_relay_events_deadlettered_total")
+                    && l.contains("reason=\"too_large\"")
+                    && l.ends_with(" 1")),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_broker_refusing_a_message_for_its_size_gets_a_dead_letter_that_fits() {
+        // The limit is not known beforehand: the broker answers, and the
+        // dead letter (first as large as the record) is cut until it fits.
+        let sink = MemorySink {
+            known_max: None,
+            broker_max: 10_000,
+            sent: Mutex::default(),
+            attempts: Mutex::default(),
+        };
+        let (sent, attempts, stats, _) = publish_around_a_big_one(sink, 50_000).await;
+        assert_dead_lettered_as_too_large(&sent, 10_000, 50_000);
+        assert_eq!(attempts.iter().filter(|id| *id == "big").count(), 1);
+        assert_eq!((stats.published, stats.dead_lettered), (7, 1));
+    }
 
     #[test]
     fn stages_split_the_end_to_end_time_and_add_up_to_it() {

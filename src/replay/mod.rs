@@ -165,7 +165,7 @@ pub enum ReplayError {
     #[error("sink: {0}")]
     Sink(#[from] crate::sink::SinkError),
     #[error("schema registry: {0}")]
-    Registry(String),
+    Registry(crate::registry::RegistryError),
     #[error("{failed} window(s) failed (first: {first}); rerun the same command to retry them")]
     WindowsFailed { failed: usize, first: String },
     #[error("publishing did not finish within {0:?} after the last window")]
@@ -176,6 +176,7 @@ impl ReplayError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ReplayError::BadArgs(_) => 2,
+            ReplayError::Registry(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -340,7 +341,7 @@ pub async fn run(
     );
 
     let metrics = Arc::new(Metrics::new());
-    let sink: Arc<dyn Sink> = crate::sink::build(&config.sink).await?;
+    let sink: Arc<dyn Sink> = crate::sink::build(&config.sink, metrics.clone()).await?;
     let encoder = crate::registry::encoder_for(
         &config,
         &config
@@ -348,9 +349,11 @@ pub async fn run(
             .iter()
             .map(|t| t.name.as_str())
             .collect::<Vec<_>>(),
+        &metrics,
+        &shutdown,
     )
     .await
-    .map_err(|e| ReplayError::Registry(e.to_string()))?;
+    .map_err(ReplayError::Registry)?;
     let builder = Arc::new(MessageBuilder::new(encoder, &config.sink));
     sink.prepare(&builder.all_destinations(
         config.tenants.iter().map(|t| t.name.as_str()),

@@ -1,24 +1,31 @@
 //! `KafkaSink`: rdkafka's idempotent producer (`acks=all`), with the bundled
 //! librdkafka built from source.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{
     AckFuture, EventIdScan, NewestIds, OutboundMessage, Sink, SinkError, SinkErrorKind, StateStore,
 };
 use crate::config::KafkaConfig;
+use crate::ops::internal_events::{
+    BrokerMessageLimitFound, KafkaBatchLargerThanTopicLimit, KafkaBrokerStatistics,
+    KafkaDeliverySettingWeakened, KafkaStatisticsReported, KafkaTopicStatistics,
+};
+use crate::ops::Metrics;
 
 /// How long loading a state value may read its topic.
 const STATE_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,20 +35,33 @@ const STATE_PUT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Publishes to Kafka (or any Kafka-protocol broker).
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<ProducerContext>,
     config: KafkaConfig,
+    /// A topic the relay writes to: the readiness probe asks the cluster
+    /// about it alone, so a probe costs the same on a cluster of 10,000
+    /// topics as on one of 3.
+    probe_topic: Mutex<Option<String>>,
+    limits: MessageLimits,
 }
 
 impl KafkaSink {
+    /// A sink whose librdkafka statistics go nowhere (tests, tools).
     pub fn new(config: &KafkaConfig) -> Result<Self, SinkError> {
-        let producer: FutureProducer = client_config(config)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &config.compression)
-            .set("linger.ms", config.linger_ms.to_string())
-            .set("batch.size", config.batch_bytes.to_string())
-            .set("message.timeout.ms", config.message_timeout_ms.to_string())
-            .create()
+        Self::with_metrics(config, Arc::new(Metrics::new()))
+    }
+
+    /// A sink that reports librdkafka's statistics to `metrics`.
+    pub fn with_metrics(config: &KafkaConfig, metrics: Arc<Metrics>) -> Result<Self, SinkError> {
+        for w in weakened_delivery(&config.properties) {
+            KafkaDeliverySettingWeakened {
+                key: w.key,
+                value: w.value,
+                consequence: w.consequence,
+            }
+            .emit(&metrics);
+        }
+        let producer = producer_config(config)
+            .create_with_context(ProducerContext { metrics })
             .map_err(|e| {
                 SinkError::new(
                     SinkErrorKind::Config,
@@ -51,22 +71,140 @@ impl KafkaSink {
         Ok(KafkaSink {
             producer,
             config: config.clone(),
+            probe_topic: Mutex::new(None),
+            limits: MessageLimits::new(config),
         })
     }
 }
 
-/// Common client settings; user properties last so they can override ours.
+/// The relay's producer settings, then the user's properties, so that any
+/// of them can be tuned (and [`weakened_delivery`] says which ones hurt).
+/// `murmur2_random` is the Java client's partitioner: the same key lands in
+/// the same partition as it would from Kafka Streams, ksqlDB or a Java
+/// producer, which joins and co-partitioned consumers rely on.
+fn producer_config(config: &KafkaConfig) -> ClientConfig {
+    let mut c = base_config(config);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("compression.type", &config.compression)
+        .set("linger.ms", config.linger_ms.to_string())
+        .set("batch.size", config.batch_bytes.to_string())
+        .set("message.timeout.ms", config.message_timeout_ms.to_string())
+        .set(
+            "statistics.interval.ms",
+            config.statistics_interval.as_millis().to_string(),
+        );
+    with_user_properties(c, config)
+}
+
+/// Common client settings (admin clients, readers), user properties last.
 fn client_config(config: &KafkaConfig) -> ClientConfig {
+    with_user_properties(base_config(config), config)
+}
+
+fn base_config(config: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers);
     c.set(
         "client.id",
         concat!("studio-relay/", env!("CARGO_PKG_VERSION")),
     );
+    c
+}
+
+fn with_user_properties(mut c: ClientConfig, config: &KafkaConfig) -> ClientConfig {
     for (k, v) in &config.properties {
         c.set(k, v);
     }
     c
+}
+
+/// A user property that overrides a delivery setting of the relay.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct WeakenedSetting<'a> {
+    pub key: &'a str,
+    pub value: &'a str,
+    pub consequence: &'static str,
+}
+
+/// The entries of `properties` that weaken what consumers are promised.
+pub(crate) fn weakened_delivery(properties: &BTreeMap<String, String>) -> Vec<WeakenedSetting<'_>> {
+    properties
+        .iter()
+        .filter_map(|(k, v)| {
+            let value = v.trim().to_ascii_lowercase();
+            let consequence = match k.as_str() {
+                "acks" | "request.required.acks" if !matches!(value.as_str(), "all" | "-1") => {
+                    "the broker acknowledges before every in-sync replica has the event, so a broker failure can lose acknowledged events"
+                }
+                "enable.idempotence" if value == "false" => {
+                    "a retried send can be written twice and events of one key can be reordered"
+                }
+                "partitioner" if !matches!(value.as_str(), "murmur2_random" | "murmur2") => {
+                    "keys no longer map to the partitions the Java client picks (Kafka Streams, ksqlDB joins)"
+                }
+                _ => return None,
+            };
+            Some(WeakenedSetting {
+                key: k,
+                value: v,
+                consequence,
+            })
+        })
+        .collect()
+}
+
+/// The producer's librdkafka context: statistics become metrics.
+pub struct ProducerContext {
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for ProducerContext {
+    fn stats(&self, s: Statistics) {
+        report_statistics(&s, &self.metrics);
+    }
+}
+
+/// Turns one librdkafka statistics report into metrics. Bootstrap entries
+/// (no node id yet) are left out: the same broker shows up again under its id.
+fn report_statistics(s: &Statistics, metrics: &Metrics) {
+    let micros = |w: &Option<rdkafka::statistics::Window>,
+                  f: fn(&rdkafka::statistics::Window) -> i64| {
+        Duration::from_micros(w.as_ref().map(f).unwrap_or(0).max(0) as u64)
+    };
+    let brokers: Vec<KafkaBrokerStatistics<'_>> = s
+        .brokers
+        .values()
+        .filter(|b| b.nodeid >= 0)
+        .map(|b| KafkaBrokerStatistics {
+            broker: &b.nodename,
+            up: b.state == "UP",
+            rtt_avg: micros(&b.rtt, |w| w.avg),
+            rtt_p99: micros(&b.rtt, |w| w.p99),
+            in_flight: b.waitresp_cnt,
+            transmit_errors: b.txerrs,
+            receive_errors: b.rxerrs,
+            timeouts: b.req_timeouts,
+        })
+        .collect();
+    let topics: Vec<KafkaTopicStatistics<'_>> = s
+        .topics
+        .values()
+        .filter(|t| t.batchcnt.cnt > 0)
+        .map(|t| KafkaTopicStatistics {
+            topic: &t.topic,
+            batch_bytes_avg: t.batchsize.avg as f64,
+            batch_messages_avg: t.batchcnt.avg as f64,
+        })
+        .collect();
+    KafkaStatisticsReported {
+        queue_messages: s.msg_cnt,
+        queue_bytes: s.msg_size,
+        brokers: &brokers,
+        topics: &topics,
+    }
+    .emit(metrics);
 }
 
 /// A consumer that reads assigned partitions: no group is joined and no
@@ -185,7 +323,7 @@ fn read_ranges(
 /// its beginning to the high watermark and keeps the last value of the key.
 pub struct KafkaStateStore {
     topic: String,
-    producer: FutureProducer,
+    producer: FutureProducer<ProducerContext>,
     config: KafkaConfig,
 }
 
@@ -296,7 +434,7 @@ impl KafkaSink {
         let topic = NewTopic::new(
             name,
             1,
-            TopicReplication::Fixed(self.config.replication_factor),
+            TopicReplication::Fixed(self.config.checkpoint_replication_factor),
         )
         .set("cleanup.policy", "compact")
         // Compaction never touches the active segment, and a save comes
@@ -369,13 +507,104 @@ impl KafkaSink {
     }
 }
 
+/// Room kept under a Kafka limit for what [`OutboundMessage::size`] does not
+/// count: the record's varint framing (at most 36 bytes plus 10 per
+/// header) and the record batch header (61 bytes) the broker's limit
+/// includes.
+const RECORD_OVERHEAD: usize = 512;
+
+/// librdkafka's `message.max.bytes` when the properties do not set it.
+const PRODUCER_MAX_DEFAULT: usize = 1_000_000;
+
+/// The largest message the producer and each topic take.
+struct MessageLimits {
+    /// The producer's `message.max.bytes`: librdkafka refuses a larger
+    /// message itself.
+    producer: usize,
+    /// The topics whose `max.message.bytes` is lower, read at `prepare`.
+    topics: std::sync::RwLock<std::collections::HashMap<String, usize>>,
+}
+
+impl MessageLimits {
+    fn new(config: &KafkaConfig) -> Self {
+        let producer = producer_config(config)
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(PRODUCER_MAX_DEFAULT);
+        MessageLimits {
+            producer,
+            topics: Default::default(),
+        }
+    }
+
+    /// The largest [`OutboundMessage::size`] `topic` takes.
+    fn of(&self, topic: &str) -> usize {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let max = topics.get(topic).copied().unwrap_or(self.producer);
+        max.saturating_sub(RECORD_OVERHEAD)
+    }
+}
+
+impl KafkaSink {
+    /// Reads `max.message.bytes` of the existing `topics`, keeping those
+    /// below the producer's limit. Best effort: a broker that does not
+    /// answer (or an ACL that forbids describing configs) leaves the
+    /// producer's limit, and the broker's own refusal still dead-letters.
+    async fn read_topic_limits(&self, topics: &[String]) {
+        let Ok(admin) = self.admin() else {
+            return;
+        };
+        let resources: Vec<_> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let Ok(results) = admin.describe_configs(&resources, &opts).await else {
+            return;
+        };
+        let mut lower = std::collections::HashMap::new();
+        for (topic, result) in topics.iter().zip(results) {
+            let value = result.ok().and_then(|r| {
+                r.entries
+                    .into_iter()
+                    .find(|e| e.name == "max.message.bytes")
+                    .and_then(|e| e.value)
+            });
+            if let Some(max) = value.and_then(|v| v.parse::<usize>().ok()) {
+                if (max as u64) < self.config.batch_bytes {
+                    KafkaBatchLargerThanTopicLimit {
+                        topic,
+                        batch_bytes: self.config.batch_bytes,
+                        topic_limit: max,
+                    }
+                    .emit();
+                }
+                if max < self.limits.producer {
+                    lower.insert(topic.clone(), max);
+                }
+            }
+        }
+        for (topic, &bytes) in &lower {
+            BrokerMessageLimitFound {
+                sink: "kafka",
+                setting: &format!("max.message.bytes of {topic}"),
+                bytes,
+            }
+            .emit();
+        }
+        let mut topics = self
+            .limits
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        *topics = lower;
+    }
+}
+
 /// Maps librdkafka errors to what the caller should do about them.
 pub fn classify(e: &KafkaError) -> SinkErrorKind {
     use RDKafkaErrorCode::*;
     match e.rdkafka_error_code() {
+        Some(MessageSizeTooLarge) => SinkErrorKind::TooLarge,
         Some(
-            MessageSizeTooLarge
-            | InvalidTopic
+            InvalidTopic
             | TopicAuthorizationFailed
             | ClusterAuthorizationFailed
             | InvalidMessage
@@ -395,7 +624,11 @@ impl Sink for KafkaSink {
     }
 
     async fn prepare(&self, destinations: &[String]) -> Result<(), SinkError> {
+        if let Some(first) = destinations.first() {
+            *self.probe_topic.lock().expect("probe topic lock") = Some(first.clone());
+        }
         if !self.config.create_topics {
+            self.read_topic_limits(destinations).await;
             return Ok(());
         }
         let admin: AdminClient<DefaultClientContext> =
@@ -408,12 +641,16 @@ impl Sink for KafkaSink {
         let topics: Vec<NewTopic> = destinations
             .iter()
             .map(|d| {
-                NewTopic::new(
+                let topic = NewTopic::new(
                     d,
                     self.config.partitions,
                     TopicReplication::Fixed(self.config.replication_factor),
                 )
-                .set("cleanup.policy", &self.config.cleanup_policy)
+                .set("cleanup.policy", &self.config.cleanup_policy);
+                self.config
+                    .topic_config
+                    .iter()
+                    .fold(topic, |t, (k, v)| t.set(k, v))
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -433,7 +670,12 @@ impl Sink for KafkaSink {
                 }
             }
         }
+        self.read_topic_limits(destinations).await;
         Ok(())
+    }
+
+    fn max_message_bytes(&self, destination: &str) -> Option<usize> {
+        Some(self.limits.of(destination))
     }
 
     async fn send(&self, m: &OutboundMessage) -> Result<AckFuture, SinkError> {
@@ -484,10 +726,13 @@ impl Sink for KafkaSink {
 
     async fn check_health(&self) -> Result<(), SinkError> {
         let producer = self.producer.clone();
+        // One topic's metadata, not the whole cluster's: the probe runs every
+        // few seconds. Only before any topic is known does it ask for all of them.
+        let topic = self.probe_topic.lock().expect("probe topic lock").clone();
         tokio::task::spawn_blocking(move || {
             let md = producer
                 .client()
-                .fetch_metadata(None, Duration::from_secs(3))?;
+                .fetch_metadata(topic.as_deref(), Duration::from_secs(3))?;
             if md.brokers().is_empty() {
                 return Err(KafkaError::MetadataFetch(
                     RDKafkaErrorCode::BrokerTransportFailure,
@@ -592,5 +837,72 @@ impl Sink for KafkaSink {
         })
         .await
         .map_err(|e| SinkError::new(SinkErrorKind::Unavailable, e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod delivery_settings_tests {
+    use super::*;
+
+    fn config_with(properties: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    #[test]
+    fn user_properties_override_the_relays_own_settings() {
+        let c = producer_config(&config_with(&[("acks", "1"), ("linger.ms", "50")]));
+        assert_eq!(c.get("acks"), Some("1"));
+        assert_eq!(c.get("linger.ms"), Some("50"));
+        let defaults = producer_config(&KafkaConfig::default());
+        assert_eq!(defaults.get("acks"), Some("all"));
+        assert_eq!(defaults.get("enable.idempotence"), Some("true"));
+        assert_eq!(defaults.get("partitioner"), Some("murmur2_random"));
+    }
+
+    #[test]
+    fn librdkafka_is_built_with_what_enterprise_clusters_need() {
+        let native = ClientConfig::new()
+            .create_native_config()
+            .expect("native config");
+        let features = native.get("builtin.features").expect("builtin.features");
+        for wanted in [
+            "ssl",
+            "sasl_plain",
+            "sasl_scram",
+            "sasl_gssapi",
+            "sasl_oauthbearer",
+            "oidc",
+            "zstd",
+            "lz4",
+        ] {
+            assert!(
+                features.split(',').any(|f| f == wanted),
+                "librdkafka lacks {wanted}: {features}"
+            );
+        }
+    }
+
+    #[test]
+    fn weakening_settings_are_named_and_harmless_ones_are_not() {
+        let c = config_with(&[
+            ("acks", "1"),
+            ("enable.idempotence", "false"),
+            ("partitioner", "consistent_random"),
+            ("linger.ms", "50"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+        ]);
+        let keys: Vec<_> = weakened_delivery(&c.properties)
+            .iter()
+            .map(|w| w.key)
+            .collect();
+        assert_eq!(keys, ["acks", "enable.idempotence", "partitioner"]);
+        let safe = config_with(&[("acks", "-1"), ("enable.idempotence", "TRUE")]);
+        assert!(weakened_delivery(&safe.properties).is_empty());
     }
 }

@@ -21,12 +21,31 @@ pub struct OutboundMessage {
     pub destination: String,
     /// Kafka message key (per-key ordering); ignored by NATS.
     pub key: Option<String>,
-    /// Headers (CloudEvents `ce_*`, `content-type`, schema name/version).
+    /// Headers (CloudEvents `ce_*`, `content-type`, schema name/version),
+    /// named as the Kafka binding names them; the NATS sink writes the
+    /// CloudEvents ones with the NATS binding's `ce-` prefix.
     pub headers: Vec<Header>,
     /// The encoded record.
     pub payload: Bytes,
     /// Deterministic event id; JetStream's `Nats-Msg-Id` (dedup).
     pub event_id: String,
+}
+
+/// What one header costs in [`OutboundMessage::size`]: `name: value\r\n`,
+/// as NATS writes it (Kafka's varint framing is smaller for short headers).
+pub fn header_size(name: &str, value: &str) -> usize {
+    name.len() + value.len() + 4
+}
+
+impl OutboundMessage {
+    /// The bytes of this message that count against a broker's message
+    /// limit: payload, key and headers, without the broker's own framing
+    /// (which each sink subtracts from its limit in
+    /// [`Sink::max_message_bytes`]).
+    pub fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| header_size(k, v)).sum();
+        self.payload.len() + self.key.as_ref().map_or(0, String::len) + headers
+    }
 }
 
 /// Resolves when the broker acknowledged (or refused) one message.
@@ -44,8 +63,12 @@ pub struct SinkError {
 pub enum SinkErrorKind {
     /// Broker unreachable, timeout, queue full, leader moving: try again.
     Unavailable,
-    /// The broker refused this message (too large, invalid topic, not authorized): retrying will not help.
+    /// The broker refused this message (invalid topic, not authorized): retrying will not help.
     Rejected,
+    /// The message is larger than the broker takes (NATS `max_payload`,
+    /// Kafka `message.max.bytes` / `max.message.bytes`): retrying will not
+    /// help; it is dead-lettered with its payload cut to fit.
+    TooLarge,
     /// Configuration or setup problem (bad credentials, stream config conflict).
     Config,
 }
@@ -77,6 +100,15 @@ pub trait Sink: Send + Sync + 'static {
     /// Borrows the message: the caller keeps it for a retry or a dead
     /// letter, and each client copies only what its wire format needs.
     async fn send(&self, message: &OutboundMessage) -> Result<AckFuture, SinkError>;
+
+    /// The largest [`OutboundMessage::size`] `destination` takes, when the
+    /// broker's limit is known. The publisher dead-letters a larger message
+    /// instead of sending it: a NATS server closes the connection on one
+    /// (and the publisher would send it again forever), a Kafka broker
+    /// refuses it. Read on every message: keep it cheap.
+    fn max_message_bytes(&self, _destination: &str) -> Option<usize> {
+        None
+    }
 
     /// Waits until everything sent so far is acknowledged, at most `timeout`.
     async fn flush(&self, timeout: Duration) -> Result<(), SinkError>;
@@ -182,13 +214,15 @@ pub use kafka::{KafkaSink, KafkaStateStore};
 pub use nats::{JetStreamSink, KvStateStore};
 pub use stdout::StdoutSink;
 
-/// Builds the configured sink (connects for NATS; Kafka connects lazily).
+/// Builds the configured sink (connects for NATS; Kafka connects lazily);
+/// the client's own statistics go to `metrics`.
 pub async fn build(
     config: &crate::config::SinkConfig,
+    metrics: Arc<crate::ops::Metrics>,
 ) -> Result<std::sync::Arc<dyn Sink>, SinkError> {
     use crate::config::SinkKind;
     Ok(match config.kind {
-        SinkKind::Kafka => std::sync::Arc::new(KafkaSink::new(&config.kafka)?),
+        SinkKind::Kafka => std::sync::Arc::new(KafkaSink::with_metrics(&config.kafka, metrics)?),
         SinkKind::Nats => std::sync::Arc::new(JetStreamSink::connect(&config.nats).await?),
         SinkKind::Stdout => std::sync::Arc::new(StdoutSink::new()),
     })

@@ -6,9 +6,10 @@
 
 pub mod live;
 pub mod process;
+pub mod registry;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,9 @@ pub struct ReceivedMessage {
     pub offset: i64,
 }
 
+/// A port that was free a moment ago. It is released before the server
+/// binds it, so another process can take it in between: the brokers start
+/// again on fresh ports when their bind fails.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -37,17 +41,46 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for_port(port: u16, what: &str, log: &std::path::Path) {
+/// How many times a broker is started on fresh ports before giving up.
+const START_ATTEMPTS: usize = 3;
+
+/// Waits until `port` accepts connections; an error if `child` exits first
+/// (a port taken since `free_port`, say) or after 30 s.
+fn wait_for_port(child: &mut Child, port: u16, what: &str, log: &Path) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(format!("{what} exited ({status}); log: {}", log.display()));
+        }
         if Instant::now() > deadline {
-            panic!(
+            return Err(format!(
                 "{what} did not listen on 127.0.0.1:{port} within 30 s; log: {}",
                 log.display()
-            );
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    Ok(())
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Where scripts/install-deps puts the brokers (the same default as there).
+pub fn tools_dir() -> PathBuf {
+    let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = set("STUDIO_RELAY_TOOLS_DIR") {
+        return dir.into();
+    }
+    let cache = set("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| set("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("HOME is set");
+    cache.join("studio-relay/tools")
 }
 
 fn find_binary(name: &str, candidates: &[PathBuf], install_hint: &str) -> PathBuf {
@@ -77,25 +110,31 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        // The tools cache first: it holds the release the tests are written
+        // against (distribution packages lag behind).
         let binary = find_binary(
             "nats-server",
-            &[
-                PathBuf::from("/usr/sbin/nats-server"),
-                PathBuf::from("/usr/bin/nats-server"),
-            ],
-            "run scripts/install-deps (apt-get install nats-server)",
+            &[tools_dir().join("bin/nats-server")],
+            "run scripts/install-deps (builds nats-server into the tools cache)",
         );
         let mut s = NatsServer {
             child: None,
-            port: free_port(),
+            port: 0,
             dir: tempfile::tempdir().unwrap(),
             binary,
         };
-        s.spawn();
-        s
+        for attempt in 1..=START_ATTEMPTS {
+            s.port = free_port();
+            match s.spawn() {
+                Ok(()) => return s,
+                Err(e) if attempt < START_ATTEMPTS => eprintln!("{e}; starting on another port"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!()
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&mut self) -> Result<(), String> {
         let log = self.dir.path().join("nats.log");
         let child = Command::new(&self.binary)
             .args([
@@ -113,8 +152,12 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server");
-        self.child = Some(child);
-        wait_for_port(self.port, "nats-server", &log);
+        let child = self.child.insert(child);
+        let ready = wait_for_port(child, self.port, "nats-server", &log);
+        if ready.is_err() {
+            kill(&mut self.child);
+        }
+        ready
     }
 
     pub fn url(&self) -> String {
@@ -128,16 +171,15 @@ impl NatsServer {
 
     /// Kills the server (an outage); storage is kept.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// Starts it again on the same port with the same storage.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        if let Err(e) = self.spawn() {
+            panic!("restarting nats-server: {e}");
+        }
     }
 }
 
@@ -147,58 +189,230 @@ impl Drop for NatsServer {
     }
 }
 
-/// Tansu, an Apache-Kafka-compatible broker, on a free port with SQLite storage.
+/// The Kafka version scripts/install-deps fetches: its pom is the one place
+/// it is set.
+pub fn kafka_version() -> &'static str {
+    const POM: &str = include_str!("../../scripts/kafka/pom.xml");
+    POM.split_once("<kafka.version>")
+        .and_then(|(_, rest)| rest.split_once("</kafka.version>"))
+        .map(|(version, _)| version.trim())
+        .expect("scripts/kafka/pom.xml sets <kafka.version>")
+}
+
+fn find_java() -> PathBuf {
+    let java_home = std::env::var_os("JAVA_HOME").filter(|h| !h.is_empty());
+    let candidates: Vec<PathBuf> = java_home
+        .map(|h| PathBuf::from(h).join("bin/java"))
+        .into_iter()
+        .collect();
+    find_binary(
+        "java",
+        &candidates,
+        "run scripts/install-deps (the Kafka broker needs Java 17 or newer)",
+    )
+}
+
+/// Any valid KRaft cluster id (a base64 UUID); each broker has its own log dir.
+const KAFKA_CLUSTER_ID: &str = "q1Sh-9_ISia_zwGINzRvyQ";
+
+/// JVM flags for a short-lived test broker on a small machine: the serial
+/// collector and the C1 compiler alone start it about a second sooner (of
+/// about four) and are plenty for test traffic.
+const KAFKA_JVM_FLAGS: [&str; 5] = [
+    "-Xms256m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Xshare:auto",
+];
+
+/// Apache Kafka: one KRaft node (broker and controller in one process) on
+/// free loopback ports, with its log dir in a temporary directory.
 pub struct KafkaBroker {
     child: Option<Child>,
     port: u16,
+    controller_port: u16,
     dir: tempfile::TempDir,
-    binary: PathBuf,
+    java: PathBuf,
+    libs: PathBuf,
 }
 
 impl KafkaBroker {
     pub fn start() -> KafkaBroker {
-        let mut candidates = Vec::new();
-        if let Ok(d) = std::env::var("STUDIO_RELAY_TOOLS_DIR") {
-            candidates.push(PathBuf::from(d).join("bin/tansu"));
+        let version = kafka_version();
+        let libs = tools_dir().join(format!("kafka-{version}/libs"));
+        if !libs.join(format!("kafka_2.13-{version}.jar")).is_file() {
+            panic!(
+                "Apache Kafka {version} jars not found in {}: run scripts/install-deps",
+                libs.display()
+            );
         }
-        if let Ok(h) = std::env::var("HOME") {
-            candidates.push(PathBuf::from(h).join(".cache/studio-relay/tools/bin/tansu"));
-        }
-        let binary = find_binary(
-            "tansu",
-            &candidates,
-            "run scripts/install-deps (builds the Tansu broker once)",
-        );
         let mut b = KafkaBroker {
             child: None,
-            port: free_port(),
+            port: 0,
+            controller_port: 0,
             dir: tempfile::tempdir().unwrap(),
-            binary,
+            java: find_java(),
+            libs,
         };
-        b.spawn();
-        b
+        for attempt in 1..=START_ATTEMPTS {
+            b.port = free_port();
+            b.controller_port = free_port();
+            b.write_config();
+            b.format_log_dir();
+            match b.spawn() {
+                Ok(()) => return b,
+                Err(e) if attempt < START_ATTEMPTS => eprintln!("{e}; starting on other ports"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!()
     }
 
-    fn spawn(&mut self) {
-        let log = self.dir.path().join("tansu.log");
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&self.binary)
-            .current_dir(self.dir.path())
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("server.properties")
+    }
+
+    fn java(&self) -> Command {
+        let mut cmd = Command::new(&self.java);
+        cmd.args(KAFKA_JVM_FLAGS)
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.dir.path().join("log4j2.properties").display()
+            ))
+            .arg("-cp")
+            .arg(self.libs.join("*"));
+        cmd
+    }
+
+    /// Ports are fixed here, so a restart comes back where clients look.
+    /// The short broker session lets a restart after a kill register again
+    /// without waiting out the dead process's session (9 s by default).
+    fn write_config(&self) {
+        let (port, controller) = (self.port, self.controller_port);
+        let dir = self.dir.path();
+        let server = format!(
+            "process.roles=broker,controller\n\
+             node.id=1\n\
+             controller.quorum.voters=1@127.0.0.1:{controller}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             controller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             log.dirs={data}\n\
+             num.partitions=1\n\
+             offsets.topic.replication.factor=1\n\
+             offsets.topic.num.partitions=1\n\
+             transaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\n\
+             transaction.state.log.num.partitions=1\n\
+             share.coordinator.state.topic.replication.factor=1\n\
+             share.coordinator.state.topic.min.isr=1\n\
+             share.coordinator.state.topic.num.partitions=1\n\
+             group.initial.rebalance.delay.ms=0\n\
+             broker.heartbeat.interval.ms=500\n\
+             broker.session.timeout.ms=3000\n",
+            data = dir.join("data").display(),
+        );
+        std::fs::write(self.config_path(), server).unwrap();
+        // Kept across restarts (append), so a test's whole broker story is in one file.
+        let log4j = format!(
+            "rootLogger.level=INFO\n\
+             rootLogger.appenderRef.file.ref=file\n\
+             appender.file.type=File\n\
+             appender.file.name=file\n\
+             appender.file.append=true\n\
+             appender.file.fileName={}\n\
+             appender.file.layout.type=PatternLayout\n\
+             appender.file.layout.pattern=[%d] %p %m (%c)%n\n",
+            self.log_path().display()
+        );
+        std::fs::write(dir.join("log4j2.properties"), log4j).unwrap();
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// Formats a fresh log dir for a single-node cluster (a static quorum of
+    /// this node's controller).
+    fn format_log_dir(&self) {
+        let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
+        let out = self
+            .java()
             .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                KAFKA_CLUSTER_ID,
+                "-c",
             ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .env("RUST_LOG", "warn")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(self.dir.path().join("tansu.err")).unwrap())
+            .arg(self.config_path())
+            .output()
+            .expect("run kafka.tools.StorageTool");
+        assert!(
+            out.status.success(),
+            "formatting the Kafka log dir failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("kafka.out"))
+            .unwrap();
+        let child = self
+            .java()
+            .arg("kafka.Kafka")
+            .arg(self.config_path())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
             .spawn()
-            .expect("start tansu");
+            .expect("start java kafka.Kafka");
         self.child = Some(child);
-        wait_for_port(self.port, "tansu", &log);
+        let ready = self.wait_ready();
+        if ready.is_err() {
+            kill(&mut self.child);
+        }
+        ready
+    }
+
+    /// Ready when a metadata request lists this one broker: by then the
+    /// controller has it registered and it serves produce and admin requests
+    /// (an open port alone comes earlier).
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let log = self.log_path();
+        let child = self.child.as_mut().expect("spawned");
+        wait_for_port(child, self.port, "kafka", &log)?;
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", format!("127.0.0.1:{}", self.port))
+            .set("reconnect.backoff.max.ms", "200")
+            .create()
+            .expect("metadata client");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(md) = client.fetch_metadata(None, Duration::from_secs(2)) {
+                if md.brokers().len() == 1 {
+                    return Ok(());
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                return Err(format!("kafka exited ({status}); log: {}", log.display()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "kafka on 127.0.0.1:{} listed no broker within 60 s; log: {}",
+                    self.port,
+                    log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The broker's process id while it runs (the benchmark reads its CPU).
@@ -235,16 +449,17 @@ impl KafkaBroker {
         }
     }
 
+    /// Kills the broker (an outage, no clean shutdown); the log dir is kept.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill(&mut self.child);
     }
 
+    /// Starts it again on the same ports with the same log dir.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        if let Err(e) = self.spawn() {
+            panic!("restarting kafka: {e}");
+        }
     }
 }
 
@@ -337,11 +552,6 @@ pub fn kafka_consume(
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("test-{}", free_port()))
         .set("enable.auto.commit", "false")
-        // Tansu (SQLite) can take about a minute to answer one fetch of a
-        // large backlog (56 s for ~10,000 records after the outage test's
-        // restart, on a 2-core Xeon); librdkafka's default request timeout
-        // (60 s) would cut it off and ask again from the same offsets.
-        .set("socket.timeout.ms", "300000")
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
