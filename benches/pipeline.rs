@@ -361,7 +361,7 @@ impl Broker {
     fn start(kind: &str) -> Broker {
         match kind {
             "nats" => Broker::Nats(support::NatsServer::start()),
-            _ => Broker::Kafka(support::KafkaBroker::start()),
+            _ => Broker::Kafka(support::KafkaBroker::start_for_load()),
         }
     }
 
@@ -377,7 +377,7 @@ impl Broker {
     fn name(&self) -> &'static str {
         match self {
             Broker::Nats(_) => "NATS JetStream",
-            Broker::Kafka(_) => "Kafka (Tansu)",
+            Broker::Kafka(_) => "Apache Kafka",
         }
     }
 
@@ -1321,7 +1321,7 @@ fn machine() -> Value {
         .find(|l| l.starts_with("MemTotal"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    let version = |cmd: &str, arg: &str| {
+    let version = |cmd: &std::path::Path, arg: &str| {
         Command::new(cmd)
             .arg(arg)
             .output()
@@ -1341,7 +1341,8 @@ fn machine() -> Value {
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "memory_gib": (mem_gib * 10.0).round() / 10.0,
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-        "nats_server": version("nats-server", "--version"),
+        "nats_server": version(&support::tools_dir().join("bin/nats-server"), "--version"),
+        "kafka": format!("Apache Kafka {}", support::kafka_version()),
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
     })
 }
@@ -1364,7 +1365,7 @@ fn targets(o: &Opts) -> Vec<(String, &'static str, bool, f64, &'static str)> {
             "≥ 80% of the ceiling",
         ),
         (
-            "Kafka (Tansu) json".into(),
+            "Apache Kafka json".into(),
             "relay / ceiling",
             true,
             80.0,
@@ -1398,12 +1399,13 @@ fn targets(o: &Opts) -> Vec<(String, &'static str, bool, f64, &'static str)> {
 fn render(r: &Report, o: &Opts, m: &Value) -> (String, Value) {
     let mut md = String::new();
     md.push_str(&format!(
-        "Machine: {}, {} cores, {} GiB, Linux {}, {}; `{}` build. {} run(s) per figure, {} s measured after {} s warm-up.\n\n",
+        "Machine: {}, {} cores, {} GiB, Linux {}, {}, {}; `{}` build. {} run(s) per figure, {} s measured after {} s warm-up.\n\n",
         m["cpu"].as_str().unwrap_or("?"),
         m["cores"],
         m["memory_gib"],
         m["kernel"].as_str().unwrap_or("?"),
         m["nats_server"].as_str().unwrap_or("?"),
+        m["kafka"].as_str().unwrap_or("?"),
         m["profile"].as_str().unwrap_or("?"),
         o.runs,
         o.duration.as_secs_f64(),
@@ -1472,7 +1474,7 @@ fn main() {
         let expected = [
             ("simulator", "firehose → counting client"),
             ("NATS JetStream json", "relay"),
-            ("Kafka (Tansu) avro", "relay"),
+            ("Apache Kafka avro", "relay"),
             ("NATS JetStream avro", "ceiling (plain publisher)"),
             ("NATS JetStream json", BARE_PUBLISHER),
             (&latency, "relay stage ack p50"),

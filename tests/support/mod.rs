@@ -218,12 +218,22 @@ const KAFKA_CLUSTER_ID: &str = "q1Sh-9_ISia_zwGINzRvyQ";
 /// JVM flags for a short-lived test broker on a small machine: the serial
 /// collector and the C1 compiler alone start it about a second sooner (of
 /// about four) and are plenty for test traffic.
-const KAFKA_JVM_FLAGS: [&str; 5] = [
+const KAFKA_JVM_FLAGS: &[&str] = &[
     "-Xms256m",
     "-Xmx512m",
     "-XX:+UseSerialGC",
     "-XX:TieredStopAtLevel=1",
     "-Xshare:auto",
+];
+
+/// JVM flags for a broker under load (benchmarks): Kafka's own start
+/// script's heap and collector, and the full JIT.
+const KAFKA_LOAD_JVM_FLAGS: &[&str] = &[
+    "-Xms1g",
+    "-Xmx1g",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
 ];
 
 /// Apache Kafka: one KRaft node (broker and controller in one process) on
@@ -235,10 +245,21 @@ pub struct KafkaBroker {
     dir: tempfile::TempDir,
     java: PathBuf,
     libs: PathBuf,
+    jvm_flags: &'static [&'static str],
 }
 
 impl KafkaBroker {
+    /// A broker for tests: quick to start, light on the machine.
     pub fn start() -> KafkaBroker {
+        Self::start_with_jvm(KAFKA_JVM_FLAGS)
+    }
+
+    /// A broker to measure against, run as Kafka's own scripts run it.
+    pub fn start_for_load() -> KafkaBroker {
+        Self::start_with_jvm(KAFKA_LOAD_JVM_FLAGS)
+    }
+
+    fn start_with_jvm(jvm_flags: &'static [&'static str]) -> KafkaBroker {
         let version = kafka_version();
         let libs = tools_dir().join(format!("kafka-{version}/libs"));
         if !libs.join(format!("kafka_2.13-{version}.jar")).is_file() {
@@ -254,6 +275,7 @@ impl KafkaBroker {
             dir: tempfile::tempdir().unwrap(),
             java: find_java(),
             libs,
+            jvm_flags,
         };
         for attempt in 1..=START_ATTEMPTS {
             b.port = free_port();
@@ -275,7 +297,7 @@ impl KafkaBroker {
 
     fn java(&self) -> Command {
         let mut cmd = Command::new(&self.java);
-        cmd.args(KAFKA_JVM_FLAGS)
+        cmd.args(self.jvm_flags)
             .arg(format!(
                 "-Dlog4j2.configurationFile={}",
                 self.dir.path().join("log4j2.properties").display()
