@@ -93,8 +93,15 @@ fn main() {
             )
         }));
         match result {
-            Ok(out) if out.origin == "deadletter" => dead += 1,
-            Ok(_) => records += 1,
+            Ok(outs) => {
+                for out in outs {
+                    if out.origin == "deadletter" {
+                        dead += 1;
+                    } else {
+                        records += 1;
+                    }
+                }
+            }
             Err(_) => {
                 let dir = root.join("target/fuzz-crashes");
                 std::fs::create_dir_all(&dir).unwrap();

@@ -140,7 +140,7 @@ fn main() {
 
     let live = |out: &mut dyn Write, tenant: &Arc<str>, source: DataSource, raw: &[u8]| {
         for b in &builders {
-            let o = frame_to_outgoing(
+            let outs = frame_to_outgoing(
                 LiveFrame {
                     tenant: tenant.clone(),
                     source,
@@ -152,7 +152,9 @@ fn main() {
                 &metrics,
                 None,
             );
-            writeln!(out, "{} {}", n.get(), describe(&o)).unwrap();
+            for o in &outs {
+                writeln!(out, "{} {}", n.get(), describe(o)).unwrap();
+            }
         }
         n.set(n.get() + 1);
     };

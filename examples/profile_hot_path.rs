@@ -30,7 +30,7 @@ use studio_relay::ops::internal_events::{
     EventPublished, EventPublishedChildren, FrameReceivedCounter,
 };
 use studio_relay::ops::Metrics;
-use studio_relay::relay::{frame_to_outgoing, MessageBuilder, RecentIds, UpstreamClock};
+use studio_relay::relay::{frame_to_outgoing_into, MessageBuilder, RecentIds, UpstreamClock};
 use studio_relay::upstream::live::{FramePayload, LiveFrame};
 
 #[path = "../benches/common/samples.rs"]
@@ -99,6 +99,7 @@ fn run_frame(ctx: &Ctx, frames: &[(DataSource, Bytes)], iterations: usize) -> us
         .iter()
         .map(|(s, f)| (*s, FramePayload::from_bytes(f.clone())))
         .collect();
+    let mut outs = Vec::with_capacity(1);
     for i in 0..iterations {
         let (source, frame) = &frames[i % frames.len()];
         // The socket task (which looks its counter up once).
@@ -111,7 +112,14 @@ fn run_frame(ctx: &Ctx, frames: &[(DataSource, Bytes)], iterations: usize) -> us
             payload: frame.clone(),
         };
         // The processor.
-        let out = frame_to_outgoing(frame, &ctx.builder, &ctx.metrics, Some(&ctx.clock));
+        frame_to_outgoing_into(
+            frame,
+            &ctx.builder,
+            &ctx.metrics,
+            Some(&ctx.clock),
+            &mut outs,
+        );
+        let out = outs.pop().expect("one record per frame");
         assert_eq!(out.origin, "live");
         // The same record repeats here; the check's cost is what matters.
         let _ = ctx.recent.insert(&out.message.event_id);

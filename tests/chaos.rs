@@ -1,6 +1,7 @@
 //! Chaos against the live relay, judged by the
 //! simulator's ground truth (GraphQL over the run window): every record on
-//! the broker, once by event id.
+//! the broker (by match key, the key live and historic versions share),
+//! no event id twice, and no historic version (backfill) twice.
 
 mod support;
 
@@ -19,7 +20,7 @@ const MINUTE: i64 = 60_000;
 
 type Ids = BTreeMap<DataSource, BTreeSet<String>>;
 
-/// Event ids of every record GraphQL holds for `[from, to)` (record start).
+/// Match keys of every record GraphQL holds for `[from, to)` (record start).
 async fn ground_truth(sim: &SimulatorHandle, from: i64, to: i64, sources: &[DataSource]) -> Ids {
     let client = GraphqlClient::new(
         &sim.graphql_url(),
@@ -50,7 +51,7 @@ async fn ground_truth(sim: &SimulatorHandle, from: i64, to: i64, sources: &[Data
                 .unwrap();
             for raw in &page.data {
                 let record = model::normalize_historic(source, raw).unwrap();
-                set.insert(Envelope::new("acme".into(), Origin::Replay, 0, record).event_id);
+                set.insert(Envelope::new("acme".into(), Origin::Replay, 0, record).match_key);
             }
             match guard.next(&page).unwrap() {
                 Some(c) => after = Some(c),
@@ -61,9 +62,15 @@ async fn ground_truth(sim: &SimulatorHandle, from: i64, to: i64, sources: &[Data
     out
 }
 
-/// Event ids on the broker per source, failing on any duplicate.
+/// Match keys on the broker per source, failing on any duplicate: an
+/// event id twice (an exact repeat), or a match key twice among the
+/// historic versions (backfill skips a key already published). A live and
+/// a historic version of one record may both be there: their contents
+/// differ, and a live record is never held back for its historic twin.
 fn on_broker_once(msgs: &[support::ReceivedMessage]) -> Ids {
     let mut out = Ids::new();
+    let mut ids = BTreeSet::new();
+    let mut historic_keys = BTreeSet::new();
     let mut dups = Vec::new();
     for m in msgs {
         let Ok(source) = m
@@ -80,13 +87,22 @@ fn on_broker_once(msgs: &[support::ReceivedMessage]) -> Ids {
             .or_else(|| header(&m.headers, "ce_id"))
             .expect("ce-id / ce_id")
             .to_string();
-        if !out.entry(source).or_default().insert(id.clone()) {
-            dups.push((source, id));
+        let key = header(&m.headers, "ce-matchkey")
+            .or_else(|| header(&m.headers, "ce_matchkey"))
+            .expect("ce-matchkey / ce_matchkey")
+            .to_string();
+        if !ids.insert(id.clone()) {
+            dups.push((source, "event id", id));
         }
+        let live = header(&m.headers, "origin") == Some("live");
+        if !live && !historic_keys.insert((source, key.clone())) {
+            dups.push((source, "historic match key", key.clone()));
+        }
+        out.entry(source).or_default().insert(key);
     }
     assert!(
         dups.is_empty(),
-        "{} duplicate event ids on the broker, e.g. {:?}",
+        "{} duplicates on the broker, e.g. {:?}",
         dups.len(),
         dups.first()
     );
@@ -430,10 +446,10 @@ async fn sigkilled_twice_loses_nothing(
     let historic = [DataSource::Calls, DataSource::Queues, DataSource::Agents];
     let truth = ground_truth(&sim, from.unwrap(), end - 30 * MINUTE, &historic).await;
     let msgs = broker.read_all(published as usize).await;
-    // Fails on any duplicate event id.
+    // Fails on any duplicate event id or historic match key.
     let on_broker = on_broker_once(&msgs);
     eprintln!(
-        "{label}: {} messages on the broker (at least {published} acknowledged), 0 duplicate event ids",
+        "{label}: {} messages on the broker (at least {published} acknowledged), 0 duplicates",
         msgs.len()
     );
     assert_nothing_missing(label, &truth, &on_broker);

@@ -106,29 +106,56 @@ fn every_hostile_frame_is_dead_lettered_or_kept_and_nothing_panics() {
             FramePayload::Binary(b) => b.clone(),
             FramePayload::Oversized { head, .. } => head.clone(),
         };
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             frame_to_outgoing(frame(source, payload), &builder, &metrics, None)
         }))
         .unwrap_or_else(|_| panic!("{name}: the relay panicked"));
-        if ok {
-            assert_eq!(out.origin, "live", "{name} should be relayed as a record");
-            assert_eq!(
-                out.message.destination,
-                format!("telavox.studio.{source}.v1")
-            );
-        } else {
+        assert!(
+            !outs.is_empty(),
+            "{name}: a frame gives at least one message"
+        );
+        // A batch frame (a JSON array) is relayed element by element.
+        let elements: Option<Vec<&serde_json::value::RawValue>> = serde_json::from_slice(&raw)
+            .ok()
+            .filter(|_| outs.len() > 1 || name.contains("array"));
+        for out in &outs {
+            if ok {
+                assert_eq!(out.origin, "live", "{name} should be relayed as a record");
+                assert_eq!(
+                    out.message.destination,
+                    format!("telavox.studio.{source}.v1")
+                );
+                continue;
+            }
+            if out.origin == "live" {
+                assert!(elements.is_some(), "{name}: only a batch may hold records");
+                continue;
+            }
             dead += 1;
             assert_eq!(out.origin, "deadletter", "{name} should be dead-lettered");
             assert_eq!(out.message.destination, "telavox.studio.deadletter");
             let reason = header(&out.message.headers, "studio_relay_reason").unwrap();
             assert!(!reason.is_empty(), "{name}");
-            let kept = raw.len().min(SinkConfig::default().deadletter_max_bytes);
+            let kept = match header(&out.message.headers, "studio_relay_element_index") {
+                Some(i) => {
+                    let items = elements.as_ref().expect("an element of a batch");
+                    Bytes::copy_from_slice(items[i.parse::<usize>().unwrap()].get().as_bytes())
+                }
+                None => raw.clone(),
+            };
+            let kept = &kept[..kept.len().min(SinkConfig::default().deadletter_max_bytes)];
             assert_eq!(
                 &out.message.payload[..],
-                &raw[..kept],
+                kept,
                 "{name}: the dead letter keeps the raw bytes"
             );
             eprintln!("{name}: dead-lettered ({reason})");
+        }
+        if !ok {
+            assert!(
+                outs.iter().any(|o| o.origin == "deadletter"),
+                "{name} should be dead-lettered"
+            );
         }
     }
     let text = metrics.render();

@@ -220,10 +220,21 @@ fn documented_inconsistencies_are_normalized() {
     assert_eq!(hist.event_time_ms(), Some(1_779_099_033_656));
     let live = model::normalize_live(
         DataSource::ProfileHistory,
-        br#"{"agent":{"id":5},"extra_profile_available_2":{"id":2,"name":"Lunch","usage":60},"extra_profile_available_1":{"id":1,"name":"On","usage":5}}"#,
+        br#"{"agent":{"id":5},"extra_profile_available_4":{"id":2,"name":"Lunch","usage":60},"extra_profile_available_1":{"id":1,"name":"On","usage":5},"extra_profile_not_available_7":null}"#,
     )
     .unwrap();
-    assert_eq!(live.fields()["extra_profiles_available"][0]["name"], "On");
+    // Each item keeps its slot number; a null slot stays, with a null profile.
+    assert_eq!(
+        live.fields()["extra_profiles_available"],
+        json!([
+            {"slot": 1, "profile": {"id": 1, "name": "On", "usage": 5}},
+            {"slot": 4, "profile": {"id": 2, "name": "Lunch", "usage": 60}},
+        ])
+    );
+    assert_eq!(
+        live.fields()["extra_profiles_not_available"],
+        json!([{"slot": 7, "profile": null}])
+    );
     assert_eq!(live.unknown_field_count(), 0);
     // profile.not_active documented as an object, sent as a list: both accepted.
     let one = model::normalize_live(

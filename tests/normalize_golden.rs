@@ -46,6 +46,7 @@ fn every_fixture_normalizes_to_its_expected_record() {
         let env = Envelope::new("golden".into(), Origin::Live, 0, record);
         let got = json!({
             "event_id": env.event_id,
+            "match_key": env.match_key,
             "record": env.record.to_json(),
             "extra": env.record.extra_json(),
         });

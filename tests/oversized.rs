@@ -13,15 +13,11 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use studio_relay::model::{self, DataSource, Envelope, Origin};
-use support::live::{header, metric_sum};
+use support::live::{header, metric_sum, stand_in_live};
 use support::process::{wait_for, Relay};
-use tokio_tungstenite::tungstenite::Message;
 
 const TOKEN: &str = "oversized-token";
 /// Normal calls before the big one, and as many after it.
@@ -58,44 +54,6 @@ fn event_id(frame: &str) -> String {
     Envelope::new("acme".into(), Origin::Live, 0, record)
         .event_id
         .to_string()
-}
-
-/// A stand-in for Studio's live endpoint on a free port: the first `/calls`
-/// connection gets `frames`, in order; every socket then stays open
-/// (answering pings) until the relay closes it. Returns the base URL.
-// (tungstenite's handshake callback fixes its large error type.)
-#[allow(clippy::result_large_err)]
-async fn serve_live(frames: Vec<String>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
-    let frames = Arc::new(frames);
-    let sent = Arc::new(AtomicBool::new(false));
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (frames, sent) = (frames.clone(), sent.clone());
-            tokio::spawn(async move {
-                let mut path = String::new();
-                let ws = tokio_tungstenite::accept_hdr_async(
-                    tcp,
-                    |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
-                        path = req.uri().path().to_string();
-                        Ok(resp)
-                    },
-                )
-                .await;
-                let Ok(mut ws) = ws else { return };
-                if path == DataSource::Calls.live_path() && !sent.swap(true, Ordering::SeqCst) {
-                    for f in frames.iter() {
-                        if ws.send(Message::text(f.clone())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                while let Some(Ok(_)) = ws.next().await {}
-            });
-        }
-    });
-    url
 }
 
 /// The environment of a relay reading `live_url` (calls only).
@@ -217,7 +175,7 @@ async fn nats_dead_letters_a_record_over_max_payload_and_publishes_the_rest() {
     .unwrap();
 
     let frames = frames(PADDING_BYTES);
-    let mut env = relay_env(serve_live(frames.clone()).await);
+    let mut env = relay_env(stand_in_live("/calls", frames.clone()).await);
     env.extend([
         ("STUDIO_RELAY__SINK__KIND", "nats".into()),
         ("STUDIO_RELAY__SINK__NATS__URL", nats.url()),
@@ -273,7 +231,7 @@ async fn nats_dead_letters_a_record_over_max_payload_and_publishes_the_rest() {
 async fn kafka_dead_letters_a_record_over_message_max_bytes_and_publishes_the_rest() {
     let kafka = support::KafkaBroker::start();
     let frames = frames(PADDING_BYTES);
-    let mut env = relay_env(serve_live(frames.clone()).await);
+    let mut env = relay_env(stand_in_live("/calls", frames.clone()).await);
     env.extend([
         ("STUDIO_RELAY__SINK__KIND", "kafka".into()),
         ("STUDIO_RELAY__SINK__KAFKA__BROKERS", kafka.bootstrap()),
@@ -312,7 +270,7 @@ async fn kafka_heeds_a_topic_limit_below_the_producers_and_fits_the_dead_letter_
     )
     .unwrap();
     let frames = frames(500_000);
-    let mut env = relay_env(serve_live(frames.clone()).await);
+    let mut env = relay_env(stand_in_live("/calls", frames.clone()).await);
     env.extend([
         ("STUDIO_RELAY_CONFIG", config.display().to_string()),
         ("STUDIO_RELAY__SINK__KIND", "kafka".into()),

@@ -129,6 +129,15 @@ fn per_source(
     msgs: &[support::ReceivedMessage],
     format: &str,
 ) -> BTreeMap<DataSource, BTreeSet<String>> {
+    per_source_by(msgs, format, &["ce_id", "ce-id"])
+}
+
+/// The values of the first of `headers` found, per source.
+fn per_source_by(
+    msgs: &[support::ReceivedMessage],
+    format: &str,
+    headers: &[&str],
+) -> BTreeMap<DataSource, BTreeSet<String>> {
     let mut out: BTreeMap<DataSource, BTreeSet<String>> = BTreeMap::new();
     for m in msgs {
         let source: DataSource = m.destination.rsplit('.').nth(1).unwrap().parse().unwrap();
@@ -137,7 +146,7 @@ fn per_source(
             .headers
             .iter()
             // `ce-id` on NATS, `ce_id` on Kafka.
-            .find(|(k, _)| k == "ce_id" || k == "ce-id")
+            .find(|(k, _)| headers.contains(&k.as_str()))
             .unwrap()
             .1
             .clone();
@@ -310,7 +319,7 @@ async fn a_refused_token_and_bad_arguments_fail_fast() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_published_live_and_later_replayed_has_the_same_event_id() {
+async fn a_record_published_live_and_later_replayed_has_the_same_match_key() {
     // Ten simulated minutes per real second: journeys finish within the run.
     let nats = support::NatsServer::start();
     let sim = support::live::start_simulator(TOKEN, &["--speed", "600", "--rate", "4"]).await;
@@ -382,8 +391,9 @@ async fn a_record_published_live_and_later_replayed_has_the_same_event_id() {
         Duration::from_secs(20),
     )
     .await;
-    let live_ids = per_source(&live_msgs, "json");
-    let replay_ids = per_source(&replay_msgs, "json");
+    let keys = ["ce_matchkey", "ce-matchkey"];
+    let live_ids = per_source_by(&live_msgs, "json", &keys);
+    let replay_ids = per_source_by(&replay_msgs, "json", &keys);
     for source in [DataSource::Calls, DataSource::Queues, DataSource::Agents] {
         let r = replay_ids.get(&source).cloned().unwrap_or_default();
         let l = live_ids.get(&source).cloned().unwrap_or_default();
@@ -391,11 +401,140 @@ async fn a_record_published_live_and_later_replayed_has_the_same_event_id() {
         let missing: Vec<_> = r.difference(&l).collect();
         assert!(
             missing.is_empty(),
-            "{source}: {} of {} replayed records have no live twin with the same event id, e.g. {:?}",
+            "{source}: {} of {} replayed records have no live twin with the same match key, e.g. {:?}",
             missing.len(),
             r.len(),
             missing.first()
         );
     }
     sim.shutdown().await;
+}
+
+/// Replays one simulated day twice into `sink`, calling `between` after
+/// the first run: the second run publishes nothing and says it skipped
+/// every record as already on the destination; the broker (read by
+/// `read_back`) holds each record once.
+async fn replay_a_day_twice<F, R>(
+    sink: &[(&str, String)],
+    between: impl std::future::Future<Output = ()>,
+    read_back: F,
+) where
+    F: FnOnce(usize) -> R,
+    R: std::future::Future<Output = Vec<support::ReceivedMessage>>,
+{
+    let sim = simulator(&[]).await;
+    let (_, to) = range(&sim);
+    let from = to - DAY_MS;
+    let want = totals(&sim, from, to).await;
+    let total: u64 = want.values().sum();
+    assert!(total > 100, "history too small to mean anything: {want:?}");
+    let first = replay::run(
+        args(from, to, &[]),
+        config(&sim, TOKEN, sink),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.records(), total, "the first run publishes the day");
+    assert_eq!(first.already_on_broker(), 0);
+    between.await;
+    let second = replay::run(
+        args(from, to, &[]),
+        config(&sim, TOKEN, sink),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        second.records(),
+        0,
+        "the rerun publishes nothing: {second:?}"
+    );
+    assert_eq!(
+        second.already_on_broker(),
+        total,
+        "the rerun reports every record as already there"
+    );
+    let msgs = read_back(total as usize).await;
+    assert_eq!(msgs.len() as u64, total, "each record once on the broker");
+    let got = per_source(&msgs, "json");
+    for (s, n) in &want {
+        assert_eq!(got.get(s).map_or(0, |x| x.len()) as u64, *n, "{s}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_a_day_twice_into_kafka_publishes_it_once() {
+    let kafka = support::KafkaBroker::start();
+    let sink = [
+        ("STUDIO_RELAY__SINK__KIND", "kafka".to_string()),
+        ("STUDIO_RELAY__SINK__KAFKA__BROKERS", kafka.bootstrap()),
+        ("STUDIO_RELAY__SINK__KAFKA__CREATE_TOPICS", "true".into()),
+    ];
+    let bootstrap = kafka.bootstrap();
+    replay_a_day_twice(&sink, async {}, |n| async move {
+        let topics: Vec<String> = DataSource::HISTORIC
+            .iter()
+            .map(|s| format!("telavox.studio.{s}.v1"))
+            .collect();
+        support::kafka_consume(&bootstrap, &topics, n, Duration::from_secs(60))
+    })
+    .await;
+}
+
+/// Waits until JetStream's duplicate window has passed for everything
+/// published so far: a probe published now is accepted again (not
+/// reported as a duplicate) under the same `Nats-Msg-Id`.
+async fn wait_past_duplicate_window(url: &str) {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let publish = || async {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", "duplicate-window-probe");
+        js.publish_with_headers("probe.window", h, "p".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+    };
+    assert!(!publish().await.duplicate, "the first probe is new");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while publish().await.duplicate {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the duplicate window did not pass"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_a_day_twice_into_jetstream_past_its_duplicate_window_publishes_it_once() {
+    let nats = support::NatsServer::start();
+    let sink = [
+        ("STUDIO_RELAY__SINK__KIND", "nats".to_string()),
+        ("STUDIO_RELAY__SINK__NATS__URL", nats.url()),
+        ("STUDIO_RELAY__SINK__NATS__STREAM", "TWICE".into()),
+        (
+            "STUDIO_RELAY__SINK__NATS__STREAM_SUBJECTS",
+            "[\"telavox.studio.>\", \"probe.>\"]".into(),
+        ),
+        ("STUDIO_RELAY__SINK__NATS__DUPLICATE_WINDOW", "1s".into()),
+    ];
+    let (url, probe_url) = (nats.url(), nats.url());
+    replay_a_day_twice(
+        &sink,
+        wait_past_duplicate_window(&probe_url),
+        |n| async move {
+            support::nats_fetch_all(
+                &url,
+                "TWICE",
+                "telavox.studio.>",
+                n,
+                Duration::from_secs(30),
+            )
+            .await
+        },
+    )
+    .await;
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::encode::{self, SCHEMA_VERSION};
 use crate::model::DataSource;
 use crate::relay::message_builder::{
-    DL_ERROR, DL_PAYLOAD_BYTES, DL_REASON, DL_SOURCE, DL_TENANT, DL_TRUNCATED,
+    DL_ELEMENT_INDEX, DL_ERROR, DL_PAYLOAD_BYTES, DL_REASON, DL_SOURCE, DL_TENANT, DL_TRUNCATED,
 };
 
 /// The default topic template and dead-letter topic (see `config::SinkConfig`).
@@ -44,11 +44,12 @@ fn string(description: &str) -> Value {
 fn cloudevents_headers() -> Value {
     json!({
         "type": "object",
-        "description": "CloudEvents 1.0 binary content mode, named as each protocol binding names them: Kafka record headers as listed here (`ce_` prefix); NATS message headers with the NATS binding's `ce-` prefix instead (`ce-specversion`, `ce-id`, `ce-type`, `ce-source`, `ce-time`), plus `ce-datacontenttype` (= `content-type`). The other headers are named alike on both.",
+        "description": "CloudEvents 1.0 binary content mode, named as each protocol binding names them: Kafka record headers as listed here (`ce_` prefix); NATS message headers with the NATS binding's `ce-` prefix instead (`ce-specversion`, `ce-id`, `ce-matchkey`, `ce-type`, `ce-source`, `ce-time`), plus `ce-datacontenttype` (= `content-type`). The other headers are named alike on both.",
         "required": ["ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time", "content-type"],
         "properties": {
             "ce_specversion": { "type": "string", "const": "1.0" },
-            "ce_id": string("The event id: SHA-256 of the data source and the canonical record. Equal for the same record live and replayed (dedupe on it); JetStream also gets it as Nats-Msg-Id."),
+            "ce_id": string("The event id: SHA-256 of the data source and the whole canonical record (every field, and the unknown ones in `extra`). Every change of a record gets a new id; only an exact repeat has the same one (dedupe on it). JetStream also gets it as Nats-Msg-Id."),
+            "ce_matchkey": string("CloudEvents extension `matchkey`: SHA-256 of the data source and the fields both the live and the historic layer carry (all fields for live-only sources). Equal for the live and the historic version of one record; merge the layers on it. Also the envelope's `match_key`."),
             "ce_type": string("`com.telavox.studio.<source>.v<version>`"),
             "ce_source": string("`telavox-studio/<tenant>/<source>`"),
             "ce_time": string("The record's own time (call start, profile slot), RFC 3339 UTC."),
@@ -77,7 +78,8 @@ fn deadletter_headers() -> Value {
             DL_TENANT: string("The tenant (Telavox account) whose socket received it."),
             DL_SOURCE: string("The data source whose socket or query produced it."),
             DL_PAYLOAD_BYTES: string("Size of the payload as received (for `publish_rejected` and `too_large`: the encoded record), in bytes, before any cut."),
-            DL_TRUNCATED: string("`true` when only the payload's head is kept: it was over `sink.deadletter_max_bytes`, or the dead letter had to be cut to fit the broker's message limit.")
+            DL_TRUNCATED: string("`true` when only the payload's head is kept: it was over `sink.deadletter_max_bytes`, or the dead letter had to be cut to fit the broker's message limit."),
+            DL_ELEMENT_INDEX: string("Only on an element of a batch frame (a JSON array, or JSON objects one after the other): the element's index, from 0. The payload is that element's bytes; the frame's other elements were relayed on their own.")
         }
     })
 }
@@ -117,7 +119,7 @@ pub fn document() -> Value {
                     "name": format!("{s}_{format}"),
                     "title": format!("{s} record ({format})"),
                     "summary": source_doc(source),
-                    "description": format!("Envelope (event_id, source, schema_version, origin, tenant, received_at, record, extra) of one `{s}` record.{wire}"),
+                    "description": format!("Envelope (event_id, source, schema_version, origin, tenant, received_at, record, extra, match_key) of one `{s}` record.{wire}"),
                     "contentType": content_type,
                     "headers": { "$ref": "#/components/schemas/CloudEventsHeaders" },
                     "payload": payload,
@@ -146,7 +148,7 @@ pub fn document() -> Value {
             json!({
                 "action": "send",
                 "title": format!("Publish {s}"),
-                "description": "Published by `run` (origin live, and backfill after a socket gap) and by `replay` (origin replay), at least once; consumers dedupe on ce_id.",
+                "description": "Published by `run` (origin live, and backfill after a socket gap) and by `replay` (origin replay), at least once; consumers dedupe on ce_id, and merge live with historic versions of a record on ce_matchkey.",
                 "channel": { "$ref": format!("#/channels/{s}") },
                 "messages": refs
             }),

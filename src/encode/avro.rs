@@ -27,6 +27,9 @@ pub fn event_type_name(source: DataSource) -> String {
 }
 
 fn field_doc(f: &Field) -> String {
+    if let Some(note) = crate::model::schema::note(&f.name) {
+        return note.into();
+    }
     match (&f.live, &f.historic) {
         (Some(l), Some(h)) => format!("Live `{l}`, historic `{h}`."),
         (Some(l), None) => format!("Live only (`{l}`)."),
@@ -75,14 +78,15 @@ pub fn schema_json(source: DataSource) -> String {
         "namespace": NAMESPACE,
         "doc": format!("One {} record of the Telavox Studio API with its envelope (schema v1).", source.as_str()),
         "fields": [
-            {"name": "event_id", "type": "string", "doc": "Deterministic id: same record content, same id, live or replayed."},
+            {"name": "event_id", "type": "string", "doc": "Deterministic id of the record's whole content (every field and extra): a new id for every change; an exact repeat keeps it."},
             {"name": "source", "type": "string", "doc": "Data source: calls, queues, agents, profile_live, profile_history."},
             {"name": "schema_version", "type": "int"},
             {"name": "origin", "type": "string", "doc": "live, replay or backfill."},
             {"name": "tenant", "type": "string", "doc": "The configured Telavox account name."},
             {"name": "received_at", "type": {"type": "long", "logicalType": "timestamp-millis"}, "doc": "When the relay received it."},
             {"name": "record", "type": record_json(crate::model::schema::fields(source), &record_name)},
-            {"name": "extra", "type": ["null", "string"], "default": null, "doc": "Fields unknown to this schema version, as a JSON object text."}
+            {"name": "extra", "type": ["null", "string"], "default": null, "doc": "Fields unknown to this schema version, as a JSON object text."},
+            {"name": "match_key", "type": ["null", "string"], "default": null, "doc": "Cross-layer key: hash of the fields both the live and the historic layer carry (all fields for live-only sources), equal for the live and the historic version of one record."}
         ]
     });
     serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
@@ -188,4 +192,6 @@ pub fn write_envelope(out: &mut Vec<u8>, env: &Envelope) {
             string(out, &x);
         }
     }
+    out.push(2);
+    string(out, &env.match_key);
 }

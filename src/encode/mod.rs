@@ -158,6 +158,8 @@ fn write_json_envelope(env: &Envelope, capacity: usize) -> Vec<u8> {
         Some(x) => write_json_str(&mut out, x),
         None => out.extend_from_slice(b"null"),
     }
+    out.extend_from_slice(b",\"match_key\":");
+    write_json_str(&mut out, &env.match_key);
     out.push(b'}');
     out
 }
@@ -173,6 +175,7 @@ pub fn json_envelope(env: &Envelope) -> Value {
         "received_at": env.received_at_ms,
         "record": env.record.to_json(),
         "extra": env.record.extra_json(),
+        "match_key": env.match_key,
     })
 }
 
@@ -207,13 +210,14 @@ fn json_object(fields: &[Field]) -> Value {
         .iter()
         .map(|f| {
             let mut t = json_type(f);
-            let doc = match (&f.live, &f.historic, &f.ty) {
+            let layers = match (&f.live, &f.historic, &f.ty) {
                 (_, _, Ty::Timestamp) => "UTC epoch milliseconds.",
                 (_, _, Ty::Json) => "JSON text.",
                 (Some(_), None, _) => "Live only.",
                 (None, Some(_), _) => "Historic only.",
                 _ => "",
             };
+            let doc = crate::model::schema::note(&f.name).unwrap_or(layers);
             if !doc.is_empty() {
                 t["description"] = Value::from(doc);
             }
@@ -235,22 +239,27 @@ pub fn json_schema(source: DataSource) -> Value {
         "required": ["event_id", "source", "schema_version", "origin", "tenant", "received_at", "record"],
         "additionalProperties": false,
         "properties": {
-            "event_id": {"type": "string"},
+            "event_id": {"type": "string", "description": "Hash of the record's whole content: a new id for every change."},
             "source": {"const": source.as_str()},
             "schema_version": {"const": SCHEMA_VERSION},
             "origin": {"enum": ["live", "replay", "backfill"]},
             "tenant": {"type": "string"},
             "received_at": {"type": "integer", "description": "UTC epoch milliseconds."},
             "record": record,
-            "extra": {"type": ["string", "null"], "description": "Unknown fields as JSON object text."}
+            "extra": {"type": ["string", "null"], "description": "Unknown fields as JSON object text."},
+            "match_key": {"type": ["string", "null"], "description": "Cross-layer key: hash of the fields both layers carry; equal for the live and the historic version of one record."}
         }
     })
 }
 
+/// The CloudEvents extension attribute carrying [`Envelope::match_key`]
+/// (Kafka binding name; the NATS sink writes `ce-matchkey`).
+pub const MATCH_KEY_HEADER: &str = "ce_matchkey";
+
 /// CloudEvents binary-mode headers (Kafka / NATS), plus schema name and version.
 /// Names, and values that depend only on the source and schema version, are
-/// borrowed statics; per event only `ce_id`, `ce_source` and `ce_time` are
-/// allocated.
+/// borrowed statics; per event only `ce_id`, `ce_matchkey`, `ce_source`
+/// and `ce_time` are allocated.
 pub fn cloudevents_headers(env: &Envelope, content_type: &'static str) -> Vec<Header> {
     let time_ms = env.record.event_time_ms().unwrap_or(env.received_at_ms);
     let source = env.source.as_str();
@@ -267,6 +276,7 @@ pub fn cloudevents_headers(env: &Envelope, content_type: &'static str) -> Vec<He
     vec![
         ("ce_specversion".into(), "1.0".into()),
         ("ce_id".into(), env.event_id.clone().into()),
+        (MATCH_KEY_HEADER.into(), env.match_key.clone().into()),
         ("ce_type".into(), ce_type),
         ("ce_source".into(), ce_source.into()),
         ("ce_time".into(), rfc3339_millis(time_ms).into()),

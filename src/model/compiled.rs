@@ -108,7 +108,15 @@ impl Level {
                     k.into_boxed_slice()
                 })
                 .collect(),
-            in_both: fields.iter().map(Field::in_both).collect(),
+            // Account ids are left out of the cross-layer match key: the
+            // reference (§3.1) calls the live `account_id` "the reliable
+            // source", so the historic `accountId` may differ, and the two
+            // versions of one record must still match (else backfill would
+            // publish a record the live stream delivered).
+            in_both: fields
+                .iter()
+                .map(|f| f.in_both() && f.name != "account_id")
+                .collect(),
             live,
             historic,
             folded,
@@ -177,6 +185,42 @@ pub(crate) struct Compiled {
     pub key_path: Option<Vec<usize>>,
     /// The record's own time.
     pub time_path: Option<Vec<usize>>,
+    /// [`expected`] fields: (dotted name, index path).
+    pub expected: Vec<(&'static str, Vec<usize>)>,
+}
+
+/// Fields a whole live document of `source` carries at every push: those
+/// the reference's sample payloads (§2.1, §2.3, §2.4, pushed as a call
+/// starts or a profile changes) carry, and what the cadence names (a queue
+/// record fires as a call enters a queue; a profile_history record is one
+/// agent's slot). The relay takes each push as the whole document; one
+/// without these looks like a partial update (docs/upstream-contract.md).
+fn expected(source: DataSource) -> &'static [&'static str] {
+    match source {
+        DataSource::Calls => &[
+            "id_call",
+            "call_direction",
+            "customer_telavox",
+            "time.start",
+        ],
+        DataSource::Queues => &["id_call", "queue", "time.start"],
+        DataSource::Agents => &["id_call", "call_direction", "agent", "time.start"],
+        DataSource::ProfileLive => &["agent", "profile"],
+        DataSource::ProfileHistory => &["agent", "slot"],
+    }
+}
+
+impl super::Record {
+    /// The first field a whole document of this source always carries
+    /// (see [`expected`]) that this record lacks or has as null: a sign
+    /// that the push was a partial update.
+    pub fn missing_expected_field(&self) -> Option<&'static str> {
+        compiled(self.source())
+            .expected
+            .iter()
+            .find(|(_, path)| self.get(Some(path)).is_none())
+            .map(|(name, _)| *name)
+    }
 }
 
 /// The compiled tree of `source`.
@@ -196,9 +240,20 @@ pub(crate) fn compiled(source: DataSource) -> &'static Compiled {
                         (&["agent", "id"], &["profile", "active", "start_date"])
                     }
                 };
+                let expected = expected(*s)
+                    .iter()
+                    .map(|name| {
+                        let names: Vec<&str> = name.split('.').collect();
+                        let path = root
+                            .path(&names)
+                            .expect("expected fields are in the schema");
+                        (*name, path)
+                    })
+                    .collect();
                 Compiled {
                     key_path: root.path(key),
                     time_path: root.path(time),
+                    expected,
                     root,
                 }
             })
@@ -209,6 +264,85 @@ pub(crate) fn compiled(source: DataSource) -> &'static Compiled {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_and_historic_records_match_whatever_their_account_ids() {
+        let live = crate::model::normalize_live(
+            DataSource::Agents,
+            br#"{"id_call":"x","time":{"start":1779099997234},"agent":{"id":7,"account_id":3467672}}"#,
+        )
+        .unwrap();
+        let historic = crate::model::normalize_historic(
+            DataSource::Agents,
+            &serde_json::json!({"idCall":"x","time":{"start":"2026-05-18T10:26:37.234Z"},"agent":{"id":7,"accountId":null}}),
+        )
+        .unwrap();
+        assert_eq!(live.match_key(), historic.match_key());
+        let other_agent = crate::model::normalize_historic(
+            DataSource::Agents,
+            &serde_json::json!({"idCall":"x","time":{"start":"2026-05-18T10:26:37.234Z"},"agent":{"id":8}}),
+        )
+        .unwrap();
+        assert_ne!(live.match_key(), other_agent.match_key());
+    }
+
+    #[test]
+    fn whole_documents_carry_the_expected_fields_and_deltas_do_not() {
+        let whole = [
+            (
+                DataSource::Calls,
+                include_str!("../../tests/fixtures/normalize/calls.simulator.live.json"),
+            ),
+            (
+                DataSource::Queues,
+                include_str!("../../tests/fixtures/normalize/queues.simulator.live.json"),
+            ),
+            (
+                DataSource::Agents,
+                include_str!("../../tests/fixtures/normalize/agents.simulator.live.json"),
+            ),
+            (
+                DataSource::ProfileLive,
+                include_str!("../../tests/fixtures/normalize/profile_live.simulator.live.json"),
+            ),
+            (
+                DataSource::ProfileHistory,
+                include_str!(
+                    "../../tests/fixtures/normalize/profile_history.simulator-batch.live.json"
+                ),
+            ),
+            // The reference's §2.1 sample, pushed as the call starts.
+            (
+                DataSource::Calls,
+                r#"{"id_call":"4d9c10dc","answered":0,"active":1,"call_direction":"incoming","time":{"start":1779099997234},"customer_telavox":{"id":43,"name":"Telavox AB"},"customer_target":{"number":"0032470624609"},"agent_list":["Jennifer Symoens"]}"#,
+            ),
+        ];
+        for (source, text) in whole {
+            let r = crate::model::normalize_live(source, text.as_bytes()).unwrap();
+            assert_eq!(r.missing_expected_field(), None, "{source}");
+        }
+        for (source, text, missing) in [
+            (
+                DataSource::Calls,
+                r#"{"id_call":"x","answered":1}"#,
+                "call_direction",
+            ),
+            (
+                DataSource::Calls,
+                r#"{"id_call":"x","call_direction":"in","customer_telavox":{},"time":{"end":1}}"#,
+                "time.start",
+            ),
+            (DataSource::ProfileLive, r#"{"agent":{"id":1}}"#, "profile"),
+            (
+                DataSource::ProfileHistory,
+                r#"{"agent":null,"slot":{}}"#,
+                "agent",
+            ),
+        ] {
+            let r = crate::model::normalize_live(source, text.as_bytes()).unwrap();
+            assert_eq!(r.missing_expected_field(), Some(missing), "{text}");
+        }
+    }
 
     #[test]
     fn every_source_has_its_key_and_time_and_unique_names() {
@@ -229,6 +363,7 @@ mod tests {
             let c = compiled(*s);
             assert!(c.key_path.is_some(), "{s}");
             assert!(c.time_path.is_some(), "{s}");
+            assert!(!c.expected.is_empty(), "{s}");
             unique(&c.root);
         }
     }

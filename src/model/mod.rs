@@ -17,7 +17,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 pub(crate) use compiled::{compiled, Level};
-pub use normalize::{normalize_historic, normalize_live, normalize_live_text, NormalizeError};
+pub use normalize::{
+    live_batch, live_sequence, normalize_historic, normalize_live, normalize_live_text,
+    NormalizeError,
+};
 pub use schema::{Field, Ty};
 pub use source::DataSource;
 
@@ -200,13 +203,15 @@ pub struct Record {
     canonical: OnceLock<Canonical>,
 }
 
-/// The compact JSON of all of a record's fields, and the event id. The id
-/// hashes the same text without the fields only one layer carries, so one
-/// pass writes the text and hashes it around those fields (and the JSON
-/// encoder then takes the text as it is).
+/// The compact JSON of all of a record's fields, the event id and the match
+/// key. The match key hashes the same text without the fields only one
+/// layer carries, so one pass writes the text and hashes it around those
+/// fields (and the JSON encoder then takes the text as it is); the event id
+/// hashes the whole text and `extra`.
 #[derive(Debug, Clone)]
 struct Canonical {
     id: String,
+    match_key: String,
     json: Vec<u8>,
 }
 
@@ -305,15 +310,26 @@ impl Record {
             .then(|| serde_json::to_string(&self.extra).expect("JSON values serialize"))
     }
 
-    /// The deterministic event id: SHA-256 (first 128 bits, hex) of the source
-    /// and the canonical content of the fields both layers carry (all fields
-    /// for live-only sources). The same final record thus has the same id live
-    /// and replayed; every change of a shared field gives a new id.
+    /// The deterministic event id: SHA-256 (first 128 bits, hex) of the
+    /// source, the compact JSON of every field (schema order, nulls
+    /// included, live-only and historic-only fields alike) and, when there
+    /// are unknown fields, a newline and the JSON text of `extra`. Every
+    /// distinct content thus has its own id; only an exact repeat shares
+    /// one. Relay metadata (tenant, origin, received_at) is not hashed.
+    pub fn event_id(&self) -> String {
+        self.canonical().id.clone()
+    }
+
+    /// The cross-layer match key: SHA-256 (first 128 bits, hex) of the
+    /// source and the canonical content of the fields both layers carry
+    /// (all fields for live-only sources; `extra` never counts). A record
+    /// pushed live and the same record read from GraphQL share it, so
+    /// consumers (and the relay's backfill) can merge the two layers.
     ///
     /// The hashed text is the compact JSON of that projection (fields in
     /// schema order): the record's JSON text with the other fields left out.
-    pub fn event_id(&self) -> String {
-        self.canonical().id.clone()
+    pub fn match_key(&self) -> String {
+        self.canonical().match_key.clone()
     }
 
     /// Appends the compact JSON of the record (what `to_json()` serializes to).
@@ -338,8 +354,17 @@ impl Record {
                 write_record_json(&mut json, root, slots, arena);
                 h.update(&json);
             }
+            let mut whole = Sha256::new();
+            whole.update(self.source.as_str().as_bytes());
+            whole.update(b"\n");
+            whole.update(&json);
+            if let Some(extra) = self.extra_json() {
+                whole.update(b"\n");
+                whole.update(extra.as_bytes());
+            }
             Canonical {
-                id: hex_id(&h.finalize()[..16]),
+                id: hex_id(&whole.finalize()[..16]),
+                match_key: hex_id(&h.finalize()[..16]),
                 json,
             }
         })
@@ -629,6 +654,8 @@ pub(crate) fn find_json_special(bytes: &[u8]) -> Option<usize> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
     pub event_id: String,
+    /// The record's cross-layer key ([`Record::match_key`]).
+    pub match_key: String,
     pub source: DataSource,
     pub schema_version: u32,
     pub origin: Origin,
@@ -641,6 +668,7 @@ impl Envelope {
     pub fn new(tenant: String, origin: Origin, received_at_ms: i64, record: Record) -> Envelope {
         Envelope {
             event_id: record.event_id(),
+            match_key: record.match_key(),
             source: record.source(),
             schema_version: 1,
             origin,

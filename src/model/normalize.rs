@@ -109,6 +109,50 @@ pub fn normalize_live_text(source: DataSource, text: &str) -> Result<Record, Nor
     normalize(ctx, &value)
 }
 
+/// The elements of a live frame that is a JSON array: the batch framing (the
+/// reference says `/profile_history` "pushes the whole hourly batch", and a
+/// batch may come as one array of records). Each element's text is a slice
+/// of `text`, to be normalized (and, if bad, dead-lettered) on its own with
+/// [`normalize_live_text`].
+///
+/// None for every frame that does not start with `[` (after whitespace): a
+/// single object, or input the normalizer judges. That check is all the
+/// single-object path pays. An array that is not valid JSON, or nests too
+/// deep, is an error for the whole frame (it has no elements to tell apart).
+pub fn live_batch(source: DataSource, text: &str) -> Option<Result<Vec<&str>, NormalizeError>> {
+    let first = text
+        .bytes()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(b'[') {
+        return None;
+    }
+    let ctx = || Ctx::new(source, true, 0);
+    if nesting_depth(text) > MAX_DEPTH {
+        return Some(Err(
+            ctx().err("too_deep", format!("nesting deeper than {MAX_DEPTH}"))
+        ));
+    }
+    Some(
+        serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text)
+            .map(|items| items.into_iter().map(|raw| raw.get()).collect())
+            .map_err(|e| ctx().err("malformed_json", e.to_string())),
+    )
+}
+
+/// The values of a live frame holding several JSON values one after the
+/// other (newline-delimited or concatenated records: the other batch
+/// framing), each a slice of `text`; None unless there are at least two and
+/// all are valid JSON. Meant for a frame that failed as one record with
+/// `malformed_json`, so a single-object frame never pays for it.
+pub fn live_sequence(text: &str) -> Option<Vec<&str>> {
+    let values = serde_json::Deserializer::from_str(text)
+        .into_iter::<&serde_json::value::RawValue>()
+        .map(|v| v.map(|raw| raw.get()))
+        .collect::<Result<Vec<&str>, _>>()
+        .ok()?;
+    (values.len() >= 2 && nesting_depth(text) <= MAX_DEPTH).then_some(values)
+}
+
 /// Normalizes one historic (GraphQL) record.
 pub fn normalize_historic(source: DataSource, value: &Value) -> Result<Record, NormalizeError> {
     normalize(Ctx::new(source, false, 256), value)
@@ -240,8 +284,10 @@ fn record(
 }
 
 /// The folded slots (`extra_profile_available_3`, …) of one record become
-/// their list fields, in slot-number order; after the record's other keys.
-/// `record_start`: where the record's slots start.
+/// their list fields, in slot-number order, one `{slot, profile}` item per
+/// key (a null value kept as a null `profile`: nothing of what was sent is
+/// lost); after the record's other keys. `record_start`: where the
+/// record's slots start.
 fn fold(
     ctx: &mut Ctx,
     level: &'static Level,
@@ -262,23 +308,27 @@ fn fold(
             continue;
         }
         items.sort_by_key(|(n, _)| *n);
-        let Some(sub) = level.sub(i) else {
-            unreachable!("folded fields are record lists")
+        let Some((item, profile)) = level.sub(i).and_then(|l| Some((l, l.sub(1)?))) else {
+            unreachable!("folded fields are lists of {{slot, profile}}")
         };
         let field_path = Path::Key(&path, &f.name);
-        let mut list = Vec::new();
+        let mut list = Vec::with_capacity(items.len());
         for (n, v) in items {
             let p = Path::Item(&field_path, n);
-            match v {
-                Value::Null => {}
-                Value::Object(o) => list.push(record(ctx, sub, o, p)?),
+            let value = match v {
+                Value::Null => Slot::Null,
+                Value::Object(o) => Slot::Record(record(ctx, profile, o, p)?),
                 other => {
                     return Err(ctx.err(
                         "wrong_type",
                         format!("{p}: expected an object, got {}", kind(other)),
                     ))
                 }
-            }
+            };
+            let start = ctx.arena.open_record(item.fields.len());
+            ctx.arena.set(start, 0, Slot::Int(n as i64));
+            ctx.arena.set(start, 1, value);
+            list.push(start);
         }
         let slot = ctx.arena.record_list(&list);
         ctx.arena.set(record_start, i, slot);
@@ -986,6 +1036,58 @@ mod tests {
                 ok,
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn a_batch_frame_splits_into_its_elements_and_nothing_else_does() {
+        let one = r#"{"id_call":"a","time":{"start":1779099997234}}"#;
+        for single in [one, " \n{}", "null", "7", "\"[1]\"", "", "\u{feff}[{}]"] {
+            assert!(live_batch(DataSource::Calls, single).is_none(), "{single}");
+        }
+        let text = format!(" [ {one} , 7,{{\"id_call\":\"b\"}},[{one}] ]");
+        let items = live_batch(DataSource::Calls, &text).unwrap().unwrap();
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[0], one, "an element is its own text, verbatim");
+        let results: Vec<_> = items
+            .iter()
+            .map(|t| normalize_live_text(DataSource::Calls, t))
+            .collect();
+        assert_eq!(
+            results[0].as_ref().unwrap(),
+            &normalize_live(DataSource::Calls, one.as_bytes()).unwrap(),
+            "an element normalizes as the same record sent alone"
+        );
+        assert_eq!(results[1].as_ref().unwrap_err().reason(), "not_an_object");
+        assert!(results[2].is_ok());
+        assert_eq!(results[3].as_ref().unwrap_err().reason(), "not_an_object");
+        assert!(live_batch(DataSource::Calls, "[]")
+            .unwrap()
+            .unwrap()
+            .is_empty());
+        for (bad, reason) in [
+            ("[{}, ", "malformed_json"),
+            ("[{}] x", "malformed_json"),
+            (
+                &*format!("{}{}", "[".repeat(40), "]".repeat(40)),
+                "too_deep",
+            ),
+        ] {
+            let e = live_batch(DataSource::Calls, bad).unwrap().unwrap_err();
+            assert_eq!(e.reason(), reason, "{bad}");
+        }
+    }
+
+    #[test]
+    fn several_values_one_after_the_other_split_and_garbage_does_not() {
+        let text = "{\"id_call\":\"a\"}\n{\"id_call\":\"b\"} \n";
+        assert_eq!(
+            live_sequence(text),
+            Some(vec!["{\"id_call\":\"a\"}", "{\"id_call\":\"b\"}"])
+        );
+        assert_eq!(live_sequence("{}{}").map(|v| v.len()), Some(2));
+        for bad in ["{\"id_call\":\"a\"}", "{\"id_call\":\"a\"} x", "{} {", ""] {
+            assert_eq!(live_sequence(bad), None, "{bad}");
         }
     }
 

@@ -50,7 +50,10 @@ impl Field {
 }
 
 /// The profile_history live keys `extra_profile_available_1..10` and
-/// `extra_profile_not_available_1..20` are folded into these lists.
+/// `extra_profile_not_available_1..20` are folded into these lists: one
+/// item per key sent, in slot-number order, `{slot, profile}` (see
+/// [`FOLDED_ITEM`]). A slot sent as null is kept as an item whose `profile`
+/// is null, so the list says which slots were sent and which were empty.
 pub const FOLDED: [(&str, &str, usize); 2] = [
     ("extra_profile_available_", "extra_profiles_available", 10),
     (
@@ -59,6 +62,26 @@ pub const FOLDED: [(&str, &str, usize); 2] = [
         20,
     ),
 ];
+
+/// The fields of a folded list's item: the slot number `N` of the key
+/// `extra_profile_…_N`, and the key's value (null when it was null).
+pub const FOLDED_ITEM: [&str; 2] = ["slot", "profile"];
+
+/// What a field means where its name and layer keys do not say it (the
+/// folded lists and their items), for the schema files' docs.
+pub fn note(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "extra_profiles_available" => {
+            "Live keys `extra_profile_available_1..10`, one item per key sent, in slot order."
+        }
+        "extra_profiles_not_available" => {
+            "Live keys `extra_profile_not_available_1..20`, one item per key sent, in slot order."
+        }
+        "slot" => "The slot number N of the key `extra_profile_…_N`.",
+        "profile" => "The key's value; null when the slot was sent as null.",
+        _ => return None,
+    })
+}
 
 fn reference(source: DataSource) -> (Option<&'static str>, Option<&'static str>) {
     match source {
@@ -176,11 +199,21 @@ fn merge(
             let Value::Object(inner) = v else { continue };
             let mut sub = Vec::new();
             merge(&mut sub, inner, live, folded, source);
+            let [slot, profile] = FOLDED_ITEM;
+            let synthetic = |name: &str, ty: Ty| Field {
+                name: name.into(),
+                live: None,
+                historic: None,
+                ty,
+            };
             fields.push(Field {
                 name: (*folded).into(),
                 live: Some(key.clone()),
                 historic: None,
-                ty: Ty::RecordList(sub),
+                ty: Ty::RecordList(vec![
+                    synthetic(slot, Ty::Long),
+                    synthetic(profile, Ty::Record(sub)),
+                ]),
             });
             continue;
         }
@@ -302,6 +335,13 @@ pub fn resolve(source: DataSource, live: bool, path: &[&str]) -> Option<&'static
         let f = fields.iter().find(key_is)?;
         found = Some(f);
         fields = match &f.ty {
+            // A folded key's documented fields are its items' `profile`.
+            Ty::RecordList(s) if FOLDED.iter().any(|(_, name, _)| f.name == *name) => {
+                match &s[1].ty {
+                    Ty::Record(profile) => profile,
+                    _ => &[],
+                }
+            }
             Ty::Record(s) | Ty::RecordList(s) => s,
             _ => &[],
         };

@@ -384,6 +384,22 @@ impl UnknownFieldsKept<'_> {
     }
 }
 
+/// A live push without a field every whole document of its source carries:
+/// the relay takes each push as the whole document, and this one looks
+/// like a partial update. It is relayed as it is; only counted.
+pub struct PartialPushReceived<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+}
+
+impl PartialPushReceived<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.partial_pushes
+            .with_label_values(&[self.tenant, self.source])
+            .inc();
+    }
+}
+
 pub struct SinkHealthChanged<'a> {
     pub sink: &'a str,
     pub up: bool,
@@ -577,6 +593,84 @@ impl RecentIdsSeeded<'_> {
             since_ms = self.since_ms,
             elapsed_ms = self.elapsed.as_millis() as u64,
             "event ids already on the broker remembered: the resume backfill skips them"
+        );
+    }
+}
+
+/// A record was not published because it already was (per event: counts only).
+pub struct EventSuppressed<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    /// `live`, `backfill` or `replay`.
+    pub origin: &'a str,
+    /// `repeat` (live: same event id as a push already taken),
+    /// `already_live` (historic: its match key was already published),
+    /// `already_on_broker` (replay: found on the destination).
+    pub reason: &'static str,
+}
+
+impl EventSuppressed<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.events_suppressed
+            .with_label_values(&[self.tenant, self.source, self.origin, self.reason])
+            .inc();
+    }
+}
+
+/// `replay` read what is on its destinations already, before the first window.
+pub struct ReplayDestinationsScanned<'a> {
+    pub sink: &'a str,
+    pub since_ms: i64,
+    /// Messages whose ids were read.
+    pub found: usize,
+    /// False when the reading was cut short (timeout, `relay.recent_ids`).
+    pub complete: bool,
+    pub error: Option<&'a str>,
+    pub elapsed: Duration,
+}
+
+impl ReplayDestinationsScanned<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        if self.complete {
+            tracing::info!(
+                sink = self.sink,
+                since_ms = self.since_ms,
+                found = self.found,
+                elapsed_ms = self.elapsed.as_millis() as u64,
+                "ids already on the destinations read: records among them are not published again"
+            );
+            return;
+        }
+        m.recent_ids_seed_failures
+            .with_label_values::<&str>(&[])
+            .inc();
+        tracing::warn!(
+            sink = self.sink,
+            since_ms = self.since_ms,
+            found = self.found,
+            error = self.error.unwrap_or("cut short by the time limit or relay.recent_ids"),
+            "not everything on the destinations since the range's start was read: records published live or by other runs may be published again (replay's own record of earlier runs still applies)"
+        );
+    }
+}
+
+/// `replay` ended.
+pub struct ReplayFinished {
+    pub published: u64,
+    /// Records left out because they were on the destination already.
+    pub already_on_broker: u64,
+    pub windows_skipped: usize,
+    pub interrupted: bool,
+}
+
+impl ReplayFinished {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::info!(
+            published = self.published,
+            already_on_broker = self.already_on_broker,
+            windows_skipped = self.windows_skipped,
+            interrupted = self.interrupted,
+            "replay finished"
         );
     }
 }

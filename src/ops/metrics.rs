@@ -16,6 +16,7 @@ pub struct Metrics {
     pub publish_failures: IntCounterVec,
     pub events_deadlettered: IntCounterVec,
     pub unknown_fields: IntCounterVec,
+    pub partial_pushes: IntCounterVec,
     pub reconnects: IntCounterVec,
     pub socket_connected: IntGaugeVec,
     pub last_event_timestamp: GaugeVec,
@@ -32,6 +33,8 @@ pub struct Metrics {
     pub replay_windows_completed: IntCounterVec,
     pub replay_windows_total: IntGaugeVec,
     pub backfill_records: IntCounterVec,
+    /// Labelled tenant, source, origin, reason (`repeat`, `already_live`, `already_on_broker`).
+    pub events_suppressed: IntCounterVec,
     pub gaps: IntCounterVec,
     pub spool_bytes: IntGauge,
     pub spool_corrupt_records: IntCounterVec,
@@ -240,6 +243,12 @@ impl Metrics {
                 "Fields not in the schema, kept in the record's `extra`.",
                 TS,
             ),
+            partial_pushes: counter(
+                &r,
+                "studio_relay_partial_pushes_total",
+                "Live pushes lacking a field every whole document of their source carries (relayed as they are; see docs/upstream-contract.md).",
+                TS,
+            ),
             reconnects: counter(
                 &r,
                 "studio_relay_reconnects_total",
@@ -317,6 +326,12 @@ impl Metrics {
                 "studio_relay_backfill_records_total",
                 "Records published by gap backfill after a reconnect.",
                 TS,
+            ),
+            events_suppressed: counter(
+                &r,
+                "studio_relay_events_suppressed_total",
+                "Records not published because they were already published: reason repeat (a live push identical to one already taken), already_live (a historic record whose match key was already published), already_on_broker (replay: the record is on the destination already).",
+                &["tenant", "source", "origin", "reason"],
             ),
             spool_bytes: gauge(
                 &r,

@@ -5,8 +5,9 @@
 //! over the gap, widened by `relay.gap_margin` on both sides, and publishes
 //! what it finds with origin `backfill`; the same window is queried again
 //! after `relay.gap_recheck_after`, because historic data can lag the live
-//! stream. Records already acknowledged (same event id, see [`RecentIds`]) are
-//! left out. `profile_live` has no historic layer: its gaps become a marker
+//! stream. Records whose match key was already published (live, or by an
+//! earlier pass; see [`RecentIds`]) are left out and counted as suppressed
+//! (`already_live`). `profile_live` has no historic layer: its gaps become a marker
 //! event on the control topic, so consumers know that window is incomplete.
 //!
 //! The gap is measured on the upstream's clock, not the relay's: the
@@ -27,7 +28,7 @@ use crate::config::Config;
 use crate::model::{DataSource, Origin};
 use crate::ops::internal_events::{GapBackfilled, GapDetected};
 use crate::ops::Metrics;
-use crate::replay::{replay_window, Counters, WindowOutcome};
+use crate::replay::{replay_window, Counters, Skip, WindowOutcome};
 use crate::sink::Sink;
 use crate::upstream::historic::{GraphqlClient, OverviewFilter, RetryPolicy};
 use crate::upstream::live::SocketEvent;
@@ -115,8 +116,12 @@ impl UpstreamClock {
 pub struct BackfillDeps {
     pub builder: Arc<MessageBuilder>,
     pub metrics: Arc<Metrics>,
-    /// Ids already acknowledged: not published again.
+    /// Match keys already published (live or backfill): a historic record
+    /// with one is not published again.
     pub recent: Arc<RecentIds>,
+    /// Event ids of live records (seeded after a restart, so an exact
+    /// repeat of a push already on the broker is not published again).
+    pub live_ids: Arc<RecentIds>,
     pub clock: Arc<UpstreamClock>,
     /// The publisher's input (shared with the live path).
     pub tx: Intake,
@@ -192,6 +197,7 @@ pub async fn run(
         seed_since(&deps.resume_from, config.relay.gap_margin),
     ) {
         super::recent_ids::seed_from_broker(
+            &deps.live_ids,
             &deps.recent,
             seed.sink.as_ref(),
             &seed.destinations,
@@ -339,7 +345,11 @@ async fn backfill_once(
         &counters,
         &shared.deps.stop,
         Origin::Backfill,
-        Some(&shared.deps.recent),
+        &Skip {
+            match_keys: Some(&shared.deps.recent),
+            reason: "already_live",
+            ..Skip::default()
+        },
     )
     .await;
     let published = counters.records.load(std::sync::atomic::Ordering::Relaxed);

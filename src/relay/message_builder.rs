@@ -19,6 +19,16 @@ pub const DL_TENANT: &str = "studio_relay_tenant";
 pub const DL_SOURCE: &str = "studio_relay_source";
 pub const DL_PAYLOAD_BYTES: &str = "studio_relay_payload_bytes";
 pub const DL_TRUNCATED: &str = "studio_relay_truncated";
+/// On the dead letter of one element of a batch frame (a JSON array of
+/// records): the element's index, counted from 0. Its payload is that
+/// element's bytes; the frame's other elements were relayed on their own.
+pub const DL_ELEMENT_INDEX: &str = "studio_relay_element_index";
+
+/// Marks a dead letter as element `index` of a batch frame.
+pub fn mark_element(m: &mut OutboundMessage, index: usize) {
+    m.headers
+        .push((DL_ELEMENT_INDEX.into(), index.to_string().into()));
+}
 
 /// Cuts a dead letter's payload so that the whole message is at most
 /// `max_bytes` ([`OutboundMessage::size`]) and marks it truncated; its

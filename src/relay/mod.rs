@@ -33,7 +33,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::model::{self, Envelope, Origin};
 use crate::ops::internal_events::{
-    CheckpointLoaded, EventDeadLettered, SinkHealthChanged, UnknownFieldsKept,
+    CheckpointLoaded, EventDeadLettered, EventSuppressed, PartialPushReceived, SinkHealthChanged,
+    UnknownFieldsKept,
 };
 use crate::ops::{Health, Metrics};
 use crate::sink::{Sink, SinkError};
@@ -174,8 +175,11 @@ pub async fn start_with_sink(
         ops_shutdown.clone(),
     );
 
+    // Match keys published (live or backfill): backfill skips them. Event
+    // ids of live records: an exact repeat of a push is skipped.
     let recent = Arc::new(RecentIds::new(config.relay.recent_ids));
     let recent_for_live = recent.clone();
+    let live_ids = Arc::new(RecentIds::new(config.relay.recent_ids));
     let (publish_tx, outstanding, publisher) = publisher::spawn(
         sink.clone(),
         builder.clone(),
@@ -244,6 +248,7 @@ pub async fn start_with_sink(
             builder: builder.clone(),
             metrics: metrics.clone(),
             recent,
+            live_ids: live_ids.clone(),
             clock: clock.clone(),
             tx: intake.clone(),
             stop: socket_shutdown.clone(),
@@ -264,7 +269,10 @@ pub async fn start_with_sink(
         builder.clone(),
         metrics.clone(),
         clock,
-        recent_for_live,
+        LiveMemory {
+            event_ids: live_ids,
+            match_keys: recent_for_live,
+        },
         epoch_tx,
     ));
 
@@ -429,7 +437,7 @@ async fn process_frames(
     builder: Arc<MessageBuilder>,
     metrics: Arc<Metrics>,
     clock: Arc<UpstreamClock>,
-    recent: Arc<RecentIds>,
+    recent: LiveMemory,
     epochs: Option<mpsc::UnboundedSender<checkpoint::Epoch>>,
 ) {
     // Live messages are grouped in epochs of EPOCH; a closed epoch carries
@@ -489,10 +497,12 @@ async fn process_frames(
                     let (builder, metrics) = (builder.clone(), metrics.clone());
                     let dequeued = std::time::Instant::now();
                     batches.push_back(tokio::spawn(async move {
-                        let prepared = batch
-                            .into_iter()
-                            .map(|f| prepare_frame(f, &builder, &metrics))
-                            .collect::<Vec<_>>();
+                        let mut prepared = Vec::with_capacity(batch.len());
+                        for f in batch {
+                            prepare_frame(f, &builder, &metrics, &mut |o, t| {
+                                prepared.push((o, t))
+                            });
+                        }
                         (dequeued, prepared)
                     }));
                 }
@@ -504,10 +514,24 @@ async fn process_frames(
             if let Some(t) = event_time {
                 clock.observe(&outgoing.tenant, t);
             }
-            // A record gap backfill already took (same content, same id) is not
-            // published twice; nor is a frame Telavox pushed twice.
-            if outgoing.origin == "live" && !recent.insert(&outgoing.message.event_id) {
-                continue;
+            // Only an exact repeat of a push already taken (same content,
+            // same event id) is held back; a live record is never held back
+            // for matching a historic one. Its match key tells gap backfill
+            // that its historic version is out already.
+            if outgoing.origin == "live" {
+                if !recent.event_ids.insert(&outgoing.message.event_id) {
+                    EventSuppressed {
+                        tenant: &outgoing.tenant,
+                        source: outgoing.source.as_str(),
+                        origin: "live",
+                        reason: "repeat",
+                    }
+                    .emit(&metrics);
+                    continue;
+                }
+                if let Some(key) = outgoing.message.match_key() {
+                    recent.match_keys.insert(key);
+                }
             }
             if epochs.is_some() && outgoing.origin == "live" {
                 epoch.add(1);
@@ -529,28 +553,52 @@ async fn process_frames(
     close(&epoch);
 }
 
-/// One frame → the message to publish (a record, or a dead letter).
+/// What the live path remembers of the records it took.
+struct LiveMemory {
+    /// Event ids: an exact repeat is not published again.
+    event_ids: Arc<RecentIds>,
+    /// Match keys, shared with gap backfill.
+    match_keys: Arc<RecentIds>,
+}
+
+/// One frame → the messages to publish: its record (or each record of a
+/// batch frame), or dead letters.
 pub fn frame_to_outgoing(
     frame: LiveFrame,
     builder: &MessageBuilder,
     metrics: &Metrics,
     clock: Option<&UpstreamClock>,
-) -> Outgoing {
-    let (outgoing, event_time) = prepare_frame(frame, builder, metrics);
-    if let (Some(clock), Some(t)) = (clock, event_time) {
-        clock.observe(&outgoing.tenant, t);
-    }
-    outgoing
+) -> Vec<Outgoing> {
+    let mut out = Vec::with_capacity(1);
+    frame_to_outgoing_into(frame, builder, metrics, clock, &mut out);
+    out
 }
 
-/// [`frame_to_outgoing`] without the upstream clock: the message, and the
-/// record's own time for the clock (when the frame held a record). The
-/// caller observes the clock, in arrival order.
+/// [`frame_to_outgoing`], appending to `out` (which a caller can reuse).
+pub fn frame_to_outgoing_into(
+    frame: LiveFrame,
+    builder: &MessageBuilder,
+    metrics: &Metrics,
+    clock: Option<&UpstreamClock>,
+    out: &mut Vec<Outgoing>,
+) {
+    prepare_frame(frame, builder, metrics, &mut |outgoing, event_time| {
+        if let (Some(clock), Some(t)) = (clock, event_time) {
+            clock.observe(&outgoing.tenant, t);
+        }
+        out.push(outgoing);
+    });
+}
+
+/// [`frame_to_outgoing`] without the upstream clock: hands each message to
+/// `out`, in order, with the record's own time for the clock (when it holds
+/// a record). The caller observes the clock, in arrival order.
 fn prepare_frame(
     frame: LiveFrame,
     builder: &MessageBuilder,
     metrics: &Metrics,
-) -> (Outgoing, Option<i64>) {
+    out: &mut impl FnMut(Outgoing, Option<i64>),
+) {
     let LiveFrame {
         tenant,
         source,
@@ -558,71 +606,156 @@ fn prepare_frame(
         received,
         payload,
     } = frame;
-    let dead = |reason: &'static str, error: String, raw: bytes::Bytes| {
-        EventDeadLettered {
-            tenant: &tenant,
-            source: source.as_str(),
-            reason,
-            error: &error,
-        }
-        .emit(metrics);
-        Outgoing {
-            message: builder.dead_letter(&tenant, source, reason, &error, received_at_ms, raw),
-            tenant: tenant.clone(),
-            source,
-            origin: "deadletter",
-            stages: None,
-            tracker: None,
-        }
+    let frame = FrameContext {
+        tenant: &tenant,
+        source,
+        received_at_ms,
+        builder,
+        metrics,
     };
     let text = match payload {
         FramePayload::Text(b) => b,
         FramePayload::Binary(b) => {
-            return (
-                dead(
-                    "binary_frame",
-                    "binary WebSocket frame; the Studio API sends JSON text".into(),
-                    b,
-                ),
-                None,
-            )
+            let error = "binary WebSocket frame; the Studio API sends JSON text";
+            out(frame.dead("binary_frame", error.into(), b, None), None);
+            return;
         }
         FramePayload::Oversized { head, len } => {
-            return (
-                dead(
-                    "oversized_frame",
-                    format!(
-                    "frame of {len} bytes exceeds upstream.max_frame_bytes; first {} bytes kept",
-                    head.len()
-                ),
-                    head,
-                ),
-                None,
-            )
+            let error = format!(
+                "frame of {len} bytes exceeds upstream.max_frame_bytes; first {} bytes kept",
+                head.len()
+            );
+            out(frame.dead("oversized_frame", error, head, None), None);
+            return;
         }
     };
-    let record = match model::normalize_live_text(source, &text) {
-        Ok(r) => r,
-        Err(e) => return (dead(e.reason(), e.to_string(), text.into()), None),
+    let elements = |values: Vec<&str>, out: &mut dyn FnMut(Outgoing, Option<i64>)| {
+        let whole: bytes::Bytes = text.clone().into();
+        for (i, element) in values.into_iter().enumerate() {
+            let raw = || whole.slice_ref(element.as_bytes());
+            let record = model::normalize_live_text(source, element);
+            let (outgoing, time) = frame.record(record, received, raw, Some(i));
+            out(outgoing, time);
+        }
     };
-    UnknownFieldsKept {
-        tenant: &tenant,
-        source: source.as_str(),
-        count: record.unknown_field_count(),
+    match model::live_batch(source, &text) {
+        // The common case: one record, normalized from the frame's text.
+        None => {
+            let record = model::normalize_live_text(source, &text);
+            // Not one JSON value: maybe several, one after the other.
+            if record
+                .as_ref()
+                .is_err_and(|e| e.reason() == "malformed_json")
+            {
+                if let Some(values) = model::live_sequence(&text) {
+                    return elements(values, out);
+                }
+            }
+            let (outgoing, time) = frame.record(record, received, || text.clone().into(), None);
+            out(outgoing, time);
+        }
+        Some(Err(e)) => out(
+            frame.dead(e.reason(), e.to_string(), text.into(), None),
+            None,
+        ),
+        Some(Ok(values)) => elements(values, out),
     }
-    .emit(metrics);
-    let event_time = record.event_time_ms();
-    let env = Envelope::new(tenant.to_string(), Origin::Live, received_at_ms, record);
-    let outgoing = match builder.build(&env) {
-        Ok(message) => Outgoing {
+}
+
+/// What every message made from one frame shares.
+struct FrameContext<'a> {
+    tenant: &'a Arc<str>,
+    source: model::DataSource,
+    received_at_ms: i64,
+    builder: &'a MessageBuilder,
+    metrics: &'a Metrics,
+}
+
+impl FrameContext<'_> {
+    /// A dead letter of `raw`; `element`: its index in a batch frame.
+    fn dead(
+        &self,
+        reason: &'static str,
+        error: String,
+        raw: bytes::Bytes,
+        element: Option<usize>,
+    ) -> Outgoing {
+        let error = match element {
+            Some(i) => format!("element {i} of a batch frame: {error}"),
+            None => error,
+        };
+        EventDeadLettered {
+            tenant: self.tenant,
+            source: self.source.as_str(),
+            reason,
+            error: &error,
+        }
+        .emit(self.metrics);
+        let mut message = self.builder.dead_letter(
+            self.tenant,
+            self.source,
+            reason,
+            &error,
+            self.received_at_ms,
+            raw,
+        );
+        if let Some(i) = element {
+            message_builder::mark_element(&mut message, i);
+        }
+        Outgoing {
             message,
-            tenant: tenant.clone(),
-            source,
-            origin: "live",
-            stages: Some(StageTimes::new(received)),
+            tenant: self.tenant.clone(),
+            source: self.source,
+            origin: "deadletter",
+            stages: None,
             tracker: None,
-        },
-        Err(e) => dead("encode", e.to_string(), text.into()),
-    };
-    (outgoing, event_time)
+        }
+    }
+
+    /// One normalized record → its message and own time, or a dead letter
+    /// of `raw()` (the record's bytes, only made when needed).
+    fn record(
+        &self,
+        record: Result<model::Record, model::NormalizeError>,
+        received: std::time::Instant,
+        raw: impl FnOnce() -> bytes::Bytes,
+        element: Option<usize>,
+    ) -> (Outgoing, Option<i64>) {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => return (self.dead(e.reason(), e.to_string(), raw(), element), None),
+        };
+        UnknownFieldsKept {
+            tenant: self.tenant,
+            source: self.source.as_str(),
+            count: record.unknown_field_count(),
+        }
+        .emit(self.metrics);
+        if record.missing_expected_field().is_some() {
+            PartialPushReceived {
+                tenant: self.tenant,
+                source: self.source.as_str(),
+            }
+            .emit(self.metrics);
+        }
+        let event_time = record.event_time_ms();
+        let env = Envelope::new(
+            self.tenant.to_string(),
+            Origin::Live,
+            self.received_at_ms,
+            record,
+        );
+        let outgoing = match self.builder.build(&env) {
+            Ok(message) => Outgoing {
+                message,
+                tenant: self.tenant.clone(),
+                source: self.source,
+                origin: "live",
+                stages: Some(StageTimes::new(received)),
+                tracker: None,
+            },
+            Err(e) => self.dead("encode", e.to_string(), raw(), element),
+        };
+        (outgoing, event_time)
+    }
 }

@@ -151,7 +151,8 @@ pub struct PublisherSettings {
     /// First retry delay; doubles up to `retry_max`.
     pub retry_min: Duration,
     pub retry_max: Duration,
-    /// Where acknowledged event ids are remembered (gap backfill skips them).
+    /// Where the match keys of acknowledged records are remembered (gap
+    /// backfill skips historic records with them).
     pub recent_ids: Option<Arc<RecentIds>>,
 }
 
@@ -409,8 +410,8 @@ fn settle(
             if item.origin == "deadletter" {
                 stats.dead_lettered += 1;
             } else {
-                if let Some(ids) = &settings.recent_ids {
-                    let _ = ids.insert(&item.message.event_id);
+                if let (Some(ids), Some(key)) = (&settings.recent_ids, item.message.match_key()) {
+                    let _ = ids.insert(key);
                 }
                 EventPublished {
                     tenant: &item.tenant,

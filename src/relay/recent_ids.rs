@@ -1,12 +1,16 @@
-//! A bounded memory of event ids accepted for publishing (live or backfill;
-//! retryable failures are retried until acknowledged), so one record reaching
-//! the relay both ways, in either order, is published once. JetStream would
-//! drop such a duplicate by `Nats-Msg-Id`; Kafka has no broker-side dedup, so
-//! without this every reconnect would feed consumers duplicates.
+//! A bounded memory of 128-bit ids accepted for publishing (retryable
+//! failures are retried until acknowledged). The relay keeps two: the event
+//! ids of live records, so a push Telavox repeats exactly (same content,
+//! same event id) is published once; and the match keys of everything
+//! published live or by gap backfill, so a historic record whose live
+//! version (or an earlier backfill) already went out is not published
+//! again. A live record is never held back for matching a historic one.
+//! Kafka has no broker-side dedup, so without this every reconnect would
+//! feed consumers duplicates.
 //!
-//! The memory starts empty in a new process, yet a restart's resume backfill
-//! covers time already published; so before it runs, the set is seeded from
-//! the broker itself ([`seed_from_broker`]).
+//! The memories start empty in a new process, yet a restart's resume
+//! backfill covers time already published; so before it runs, both are
+//! seeded from the broker itself ([`seed_from_broker`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -122,17 +126,26 @@ impl RecentIds {
         self.len() == 0
     }
 
+    /// Every id remembered, as bytes (oldest first).
+    pub fn ids(&self) -> Vec<[u8; 16]> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.order.iter().map(|k| k.to_be_bytes()).collect()
+    }
+
     /// How many ids it remembers at most.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 }
 
-/// Remembers the event ids already on the broker in `destinations` since
-/// `since_ms` (broker time), at most [`RecentIds::capacity`] of them (the
-/// newest), reading for at most `timeout`. A failure is logged and counted,
-/// never fatal: the backfill then may publish duplicates, but loses nothing.
+/// Remembers the event ids (in `live_ids`) and match keys (in
+/// `match_keys`) of the messages already on the broker in `destinations`
+/// since `since_ms` (broker time), at most [`RecentIds::capacity`] of
+/// `match_keys` (the newest), reading for at most `timeout`. A failure is
+/// logged and counted, never fatal: the backfill then may publish
+/// duplicates, but loses nothing.
 pub async fn seed_from_broker(
+    live_ids: &RecentIds,
     recent: &RecentIds,
     sink: &dyn Sink,
     destinations: &[String],
@@ -150,7 +163,10 @@ pub async fn seed_from_broker(
     {
         Ok(scan) => {
             for id in &scan.ids {
-                recent.insert(id);
+                live_ids.insert(id);
+            }
+            for key in &scan.match_keys {
+                recent.insert(key);
             }
             RecentIdsSeeded {
                 sink: sink.name(),

@@ -28,7 +28,9 @@ use plan::{parse_instant, split, Window};
 
 use crate::config::{Config, EncodingFormat, SinkKind, TenantConfig};
 use crate::model::{self, DataSource, Envelope, Origin};
-use crate::ops::internal_events::EventDeadLettered;
+use crate::ops::internal_events::{
+    EventDeadLettered, EventSuppressed, ReplayDestinationsScanned, ReplayFinished,
+};
 use crate::ops::Metrics;
 use crate::relay::{BatchTracker, Intake, MessageBuilder, Outgoing, PublisherSettings, RecentIds};
 use crate::sink::Sink;
@@ -77,6 +79,10 @@ pub struct ReplayArgs {
     /// Print the plan (windows, sources, estimated counts) and publish nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Publish every record of the range, even those already on the
+    /// destination (by default they are skipped: see docs/operations.md).
+    #[arg(long, env = "STUDIO_RELAY_REPLAY_REPUBLISH")]
+    pub republish: bool,
     /// Publish to this sink instead of the configured one (`stdout` writes NDJSON).
     #[arg(long, value_enum)]
     pub sink: Option<SinkChoice>,
@@ -186,6 +192,8 @@ impl ReplayError {
 #[derive(Debug, Clone, Default)]
 pub struct SourceSummary {
     pub records: u64,
+    /// Records left out because they were on the destination already.
+    pub already_on_broker: u64,
     pub pages: u64,
     pub retries: u64,
     pub dead_lettered: u64,
@@ -205,6 +213,11 @@ pub struct ReplaySummary {
 impl ReplaySummary {
     pub fn records(&self) -> u64 {
         self.per_source.values().map(|s| s.records).sum()
+    }
+
+    /// Records left out as already on the destination.
+    pub fn already_on_broker(&self) -> u64 {
+        self.per_source.values().map(|s| s.already_on_broker).sum()
     }
 }
 
@@ -230,6 +243,8 @@ pub(crate) struct Counters {
     pub records: AtomicU64,
     /// Records left out because their id was already published.
     pub skipped: AtomicU64,
+    /// Records left out because this run published them already.
+    pub repeats: AtomicU64,
     pages: AtomicU64,
     retries: AtomicU64,
     dead: AtomicU64,
@@ -360,6 +375,10 @@ pub async fn run(
         &args.sources,
     ))
     .await?;
+    let on_broker =
+        Arc::new(OnBroker::read(&args, &config, sink.as_ref(), &builder, from, &metrics).await);
+    // Where each window's published ids are recorded (none for stdout).
+    let store = sink.state_store(&config.relay.checkpoint_store).await?;
     let (tx, _outstanding, publisher) = crate::relay::publisher::spawn(
         sink.clone(),
         builder.clone(),
@@ -397,33 +416,73 @@ pub async fn run(
         stop.clone(),
     );
     let page_size = args.page_size;
+    // Windows overlap by a second (up to the range's end): see `window_within`.
+    let range_end = to;
+    let (w_on_broker, w_store) = (on_broker.clone(), store.clone());
     let mut results = Box::pin(
         futures::stream::iter(units.into_iter().map(move |unit| {
             let client = w_clients[unit.tenant].clone();
             let tenant: Arc<str> = Arc::from(w_tenants[unit.tenant].name.as_str());
             let c = w_counters[&unit.source].clone();
-            let filter = OverviewFilter::window(&w_template, unit.window.from, unit.window.to);
-            let (tx, builder, metrics, stop) = (
+            let filter = OverviewFilter::window_within(
+                &w_template,
+                unit.window.from,
+                unit.window.to,
+                range_end,
+            );
+            let (tx, builder, metrics, stop, on_broker, store) = (
                 window_tx.clone(),
                 w_builder.clone(),
                 w_metrics.clone(),
                 w_stop.clone(),
+                w_on_broker.clone(),
+                w_store.clone(),
             );
             async move {
-                let r = replay_window(
-                    &client,
-                    tenant,
-                    unit.source,
-                    &filter,
-                    page_size,
-                    &tx,
-                    &builder,
-                    &metrics,
-                    &c,
-                    &stop,
-                    Origin::Replay,
-                    None,
-                )
+                let record = PublishedRecord {
+                    store: store.as_deref(),
+                    key: format!(
+                        "replay/{}/{}",
+                        builder.destination(unit.source, &tenant),
+                        unit.window.key()
+                    ),
+                };
+                let r = async {
+                    let prior = record.load().await?;
+                    let covered = std::sync::Mutex::new(Vec::new());
+                    let skip = Skip {
+                        event_ids: if on_broker.republish {
+                            Vec::new()
+                        } else {
+                            vec![&on_broker.event_ids, &prior]
+                        },
+                        present_keys: Some(&on_broker.match_keys),
+                        reason: "already_on_broker",
+                        claimed: Some(&on_broker.claimed),
+                        covered: Some(&covered),
+                        ..Skip::default()
+                    };
+                    let outcome = replay_window(
+                        &client,
+                        tenant.clone(),
+                        unit.source,
+                        &filter,
+                        page_size,
+                        &tx,
+                        &builder,
+                        &metrics,
+                        &c,
+                        &stop,
+                        Origin::Replay,
+                        &skip,
+                    )
+                    .await?;
+                    if matches!(outcome, WindowOutcome::Done) {
+                        let covered = covered.into_inner().unwrap_or_else(|e| e.into_inner());
+                        record.save(&prior, &covered).await?;
+                    }
+                    Ok::<_, WindowError>(outcome)
+                }
                 .await;
                 (unit, r)
             }
@@ -447,7 +506,9 @@ pub async fn run(
                 done_units.fetch_add(1, Ordering::Relaxed);
             }
             Ok(WindowOutcome::Interrupted) => {}
-            Err(e @ (HistoricError::Unauthorized { .. } | HistoricError::GraphQl { .. })) => {
+            Err(WindowError::Historic(
+                e @ (HistoricError::Unauthorized { .. } | HistoricError::GraphQl { .. }),
+            )) => {
                 // Every other window would fail the same way: stop now.
                 stop.cancel();
                 fatal.get_or_insert(ReplayError::Historic(e));
@@ -481,6 +542,7 @@ pub async fn run(
             *source,
             SourceSummary {
                 records: c.records.load(Ordering::Relaxed),
+                already_on_broker: c.skipped.load(Ordering::Relaxed),
                 pages: c.pages.load(Ordering::Relaxed),
                 retries: c.retries.load(Ordering::Relaxed),
                 dead_lettered: c.dead.load(Ordering::Relaxed),
@@ -488,6 +550,13 @@ pub async fn run(
             },
         );
     }
+    ReplayFinished {
+        published: summary.records(),
+        already_on_broker: summary.already_on_broker(),
+        windows_skipped: summary.windows_skipped,
+        interrupted: summary.interrupted,
+    }
+    .emit(&metrics);
     print_summary(&summary, publisher_stats.dead_lettered);
     if let Some(e) = fatal {
         return Err(e);
@@ -506,9 +575,192 @@ pub(crate) enum WindowOutcome {
     Interrupted,
 }
 
+/// Why one replay window failed.
+#[derive(Debug, thiserror::Error)]
+enum WindowError {
+    #[error(transparent)]
+    Historic(#[from] HistoricError),
+    /// Its record of published ids could not be read or written.
+    #[error("replay record: {0}")]
+    Record(#[from] crate::sink::SinkError),
+}
+
+/// What is on the destinations already, read from the broker before the
+/// first window: the messages published since the range's start (broker
+/// time). No message about a record reaches the broker before the record
+/// happened, so this covers live, backfill and earlier replays of the
+/// range, up to `relay.recent_ids` messages read within [`SCAN_TIMEOUT`].
+struct OnBroker {
+    /// Event ids found.
+    event_ids: RecentIds,
+    /// Match keys found.
+    match_keys: RecentIds,
+    /// Event ids this run took (windows overlap where a record spans
+    /// their boundary).
+    claimed: RecentIds,
+    republish: bool,
+}
+
+/// How long reading what is on the destinations may take.
+const SCAN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Broker time read before the range's start: the broker's clock (or the
+/// publisher's) may be a little off the upstream's.
+const SCAN_CLOCK_SLACK: Duration = Duration::from_secs(600);
+
+impl OnBroker {
+    async fn read(
+        args: &ReplayArgs,
+        config: &Config,
+        sink: &dyn Sink,
+        builder: &MessageBuilder,
+        from: DateTime<Utc>,
+        metrics: &Metrics,
+    ) -> OnBroker {
+        let capacity = config.relay.recent_ids;
+        let known = OnBroker {
+            event_ids: RecentIds::new(capacity),
+            match_keys: RecentIds::new(capacity),
+            claimed: RecentIds::new(capacity),
+            republish: args.republish,
+        };
+        if args.republish {
+            return known;
+        }
+        let destinations: Vec<String> = config
+            .tenants
+            .iter()
+            .flat_map(|t| {
+                args.sources
+                    .iter()
+                    .map(|s| builder.destination(*s, &t.name))
+            })
+            .collect();
+        let since_ms = from.timestamp_millis() - SCAN_CLOCK_SLACK.as_millis() as i64;
+        let started = Instant::now();
+        let scan = sink
+            .recent_event_ids(&destinations, since_ms, capacity, SCAN_TIMEOUT)
+            .await;
+        let (found, complete, error) = match &scan {
+            Ok(scan) => {
+                for id in &scan.ids {
+                    known.event_ids.insert(id);
+                }
+                for key in &scan.match_keys {
+                    known.match_keys.insert(key);
+                }
+                (
+                    scan.ids.len(),
+                    scan.complete && scan.ids.len() < capacity,
+                    None,
+                )
+            }
+            Err(e) => (0, false, Some(e.to_string())),
+        };
+        ReplayDestinationsScanned {
+            sink: sink.name(),
+            since_ms,
+            found,
+            complete,
+            error: error.as_deref(),
+            elapsed: started.elapsed(),
+        }
+        .emit(metrics);
+        known
+    }
+}
+
+/// Replay's durable record of the event ids it published into one
+/// destination for one window, in the broker's state store (NATS KV bucket
+/// or compacted Kafka topic `relay.checkpoint_store`): a rerun of the
+/// window skips them however long ago they were published, on Kafka (no
+/// dedup) and on NATS past the duplicate window alike. The value is the
+/// ids as 16-byte binary, sorted.
+struct PublishedRecord<'a> {
+    store: Option<&'a dyn crate::sink::StateStore>,
+    key: String,
+}
+
+impl PublishedRecord<'_> {
+    /// The ids recorded for this window.
+    async fn load(&self) -> Result<RecentIds, crate::sink::SinkError> {
+        let ids = RecentIds::new(usize::MAX);
+        let Some(store) = self.store else {
+            return Ok(ids);
+        };
+        if let Some(value) = store.get(&self.key).await? {
+            for id in value.chunks_exact(16) {
+                ids.insert(&hex::encode(id));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Records `prior` and `covered` together, when `covered` adds any.
+    async fn save(
+        &self,
+        prior: &RecentIds,
+        covered: &[String],
+    ) -> Result<(), crate::sink::SinkError> {
+        let Some(store) = self.store else {
+            return Ok(());
+        };
+        if covered.iter().all(|id| prior.contains(id)) {
+            return Ok(());
+        }
+        let mut all: Vec<[u8; 16]> = prior
+            .ids()
+            .into_iter()
+            .chain(covered.iter().filter_map(|id| {
+                let mut b = [0u8; 16];
+                hex::decode_to_slice(id, &mut b).ok().map(|()| b)
+            }))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        store.put(&self.key, Bytes::from(all.concat())).await
+    }
+}
+
+/// What a window walk leaves out as already published, and why.
+#[derive(Default)]
+pub(crate) struct Skip<'a> {
+    /// Match keys already published: a record's key is claimed here, and a
+    /// record whose key was claimed already is left out.
+    pub match_keys: Option<&'a RecentIds>,
+    /// Event ids already on the destination: left out.
+    pub event_ids: Vec<&'a RecentIds>,
+    /// Match keys already on the destination: left out (not claimed).
+    pub present_keys: Option<&'a RecentIds>,
+    /// The suppression reason counted for what is left out.
+    pub reason: &'static str,
+    /// Event ids this run took already: a record two windows both return
+    /// is published once (counted as `repeat`).
+    pub claimed: Option<&'a RecentIds>,
+    /// Collects the event ids of every record of the window, published now
+    /// or found published (replay's record of what is on the destination).
+    pub covered: Option<&'a std::sync::Mutex<Vec<String>>>,
+}
+
+impl Skip<'_> {
+    /// Why `env` is left out, if it is; claims its ids when it is not.
+    fn already_published(&self, env: &Envelope) -> Option<&'static str> {
+        if self.claimed.is_some_and(|ids| !ids.insert(&env.event_id)) {
+            return Some("repeat");
+        }
+        let present = self.event_ids.iter().any(|ids| ids.contains(&env.event_id))
+            || self
+                .present_keys
+                .is_some_and(|keys| keys.contains(&env.match_key))
+            || self
+                .match_keys
+                .is_some_and(|keys| !keys.insert(&env.match_key));
+        present.then_some(self.reason)
+    }
+}
+
 /// Walks one window's pages in order and hands each record to `tx` with
-/// `origin`; records whose event id is in `skip` were already published and
-/// are left out. Shared by `replay` and the relay's gap backfill.
+/// `origin`; records `skip` knows as published already are left out.
+/// Shared by `replay` and the relay's gap backfill.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn replay_window(
     client: &GraphqlClient,
@@ -522,7 +774,7 @@ pub(crate) async fn replay_window(
     counters: &Counters,
     stop: &CancellationToken,
     origin: Origin,
-    skip: Option<&RecentIds>,
+    skip: &Skip<'_>,
 ) -> Result<WindowOutcome, HistoricError> {
     let root = source
         .graphql_root()
@@ -553,10 +805,26 @@ pub(crate) async fn replay_window(
             let outgoing = match model::normalize_historic(source, raw) {
                 Ok(record) => {
                     let env = Envelope::new(tenant.to_string(), origin, received_at_ms, record);
-                    // Claim the id: a record the live stream (or an earlier
-                    // pass) already took is not published again.
-                    if skip.is_some_and(|ids| !ids.insert(&env.event_id)) {
-                        counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    if let Some(p) = skip.covered {
+                        p.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(env.event_id.clone());
+                    }
+                    // Claim the match key: a record the live stream (or an
+                    // earlier pass) already took is not published again.
+                    if let Some(reason) = skip.already_published(&env) {
+                        let counter = match reason {
+                            "repeat" => &counters.repeats,
+                            _ => &counters.skipped,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        EventSuppressed {
+                            tenant: &tenant,
+                            source: source.as_str(),
+                            origin: origin.as_str(),
+                            reason,
+                        }
+                        .emit(metrics);
                         continue;
                     }
                     match builder.build(&env) {
@@ -774,14 +1042,15 @@ fn print_summary(s: &ReplaySummary, rejected: u64) {
         }
     );
     eprintln!(
-        "  {:<16} {:>10} {:>8} {:>8} {:>8} {:>10}",
-        "source", "records", "pages", "retries", "windows", "records/s"
+        "  {:<16} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10}",
+        "source", "records", "present", "pages", "retries", "windows", "records/s"
     );
     for (source, x) in &s.per_source {
         eprintln!(
-            "  {:<16} {:>10} {:>8} {:>8} {:>8} {:>10.0}",
+            "  {:<16} {:>10} {:>10} {:>8} {:>8} {:>8} {:>10.0}",
             source.as_str(),
             x.records,
+            x.already_on_broker,
             x.pages,
             x.retries,
             x.windows,
@@ -789,8 +1058,8 @@ fn print_summary(s: &ReplaySummary, rejected: u64) {
         );
     }
     eprintln!(
-        "  total {} records in {:.1}s ({:.0}/s); {} window(s) skipped from checkpoint; {} dead letter(s)",
-        s.records(), secs, s.records() as f64 / secs, s.windows_skipped,
+        "  total {} records in {:.1}s ({:.0}/s); {} already on the destination, not published again; {} window(s) skipped from checkpoint; {} dead letter(s)",
+        s.records(), secs, s.records() as f64 / secs, s.already_on_broker(), s.windows_skipped,
         s.per_source.values().map(|x| x.dead_lettered).sum::<u64>() + rejected
     );
 }

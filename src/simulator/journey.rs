@@ -76,6 +76,7 @@ const TAG_START: u64 = 3;
 const TAG_PRESENCE_ENTRY: u64 = 4;
 const TAG_PRESENCE_HOUR: u64 = 5;
 const TAG_ID: u64 = 6;
+const TAG_QUEUE_BREAK: u64 = 7;
 
 #[derive(Clone, Debug)]
 pub struct AgentInfo {
@@ -867,6 +868,85 @@ fn event_order(e: &JourneyEvent) -> (u8, usize) {
     }
 }
 
+// ---------------------------------------------------------- queue login
+
+/// An agent logging out of one of its queues and back in within one UTC
+/// hour: the queue-login changes §2.4 says `/profile_live` fires on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueBreak {
+    pub queue: usize,
+    pub out_at: i64,
+    pub back_at: i64,
+}
+
+/// The queue break of one agent in UTC hour `hour` (epoch hours), if any.
+/// Pure and O(1); breaks start and end inside their hour.
+pub fn queue_break(world: &World, tenant: usize, agent: usize, hour: i64) -> Option<QueueBreak> {
+    let queues = &world.tenants[tenant].agents[agent].queues;
+    let mut rng = Rng::new(&[
+        world.seed,
+        TAG_QUEUE_BREAK,
+        tenant as u64,
+        agent as u64,
+        hour as u64,
+    ]);
+    if queues.is_empty() || !rng.chance(0.3) {
+        return None;
+    }
+    let queue = queues[rng.below(queues.len())];
+    let out = rng.range(60_000, HOUR_MS - 10 * 60_000);
+    let back = out + rng.range(60_000, 8 * 60_000);
+    Some(QueueBreak {
+        queue,
+        out_at: hour * HOUR_MS + out,
+        back_at: hour * HOUR_MS + back,
+    })
+}
+
+/// (queue index, since when) of each queue in one login state.
+pub type QueueStates = Vec<(usize, i64)>;
+
+/// An agent's queue-login state at `at`: (queue, since when) of the queues
+/// it is logged in to, and of those it is logged out of. Its own queues
+/// are logged in since `login_start` but for breaks (looked for back to
+/// [`PRESENCE_HORIZON_HOURS`]); the tenant's other queues are logged out
+/// since `login_start`.
+pub fn queue_login_at(
+    world: &World,
+    tenant: usize,
+    agent: usize,
+    at: i64,
+    login_start: i64,
+) -> (QueueStates, QueueStates) {
+    let t = &world.tenants[tenant];
+    let own = &t.agents[agent].queues;
+    let hour = at.div_euclid(HOUR_MS);
+    let mut since: Vec<(usize, i64, bool)> = own.iter().map(|q| (*q, login_start, true)).collect();
+    // Oldest first, so the latest change of each queue wins.
+    for h in (hour - PRESENCE_HORIZON_HOURS)..=hour {
+        let Some(b) = queue_break(world, tenant, agent, h) else {
+            continue;
+        };
+        let Some(entry) = since.iter_mut().find(|(q, _, _)| *q == b.queue) else {
+            continue;
+        };
+        if b.back_at <= at {
+            *entry = (b.queue, b.back_at, true);
+        } else if b.out_at <= at {
+            *entry = (b.queue, b.out_at, false);
+        }
+    }
+    let logged_in = since.iter().filter(|e| e.2).map(|e| (e.0, e.1)).collect();
+    let mut logged_out: Vec<(usize, i64)> =
+        since.iter().filter(|e| !e.2).map(|e| (e.0, e.1)).collect();
+    logged_out.extend(
+        (0..t.queues.len())
+            .filter(|q| !own.contains(q))
+            .map(|q| (q, login_start)),
+    );
+    (logged_in, logged_out)
+}
+
 // ---------------------------------------------------------------- presence
 
 /// A change of an agent's presence profile.
@@ -1102,6 +1182,35 @@ mod tests {
 
     fn world() -> World {
         World::new(42, 1_779_099_997_234, 1, 10, 3, 1.0, 1.0, 0)
+    }
+
+    #[test]
+    fn queue_breaks_log_an_agent_out_and_back_in() {
+        let w = world();
+        let hour = w.epoch_ms.div_euclid(HOUR_MS);
+        let breaks: Vec<(usize, QueueBreak)> = (0..10)
+            .flat_map(|a| (hour..hour + 24).map(move |h| (a, h)))
+            .filter_map(|(a, h)| Some((a, queue_break(&w, 0, a, h)?)))
+            .collect();
+        assert!(
+            breaks.len() > 10,
+            "queue-login changes happen: {}",
+            breaks.len()
+        );
+        for (agent, b) in breaks {
+            assert!(w.tenants[0].agents[agent].queues.contains(&b.queue));
+            assert!(b.out_at < b.back_at, "{b:?}");
+            assert_eq!(b.out_at.div_euclid(HOUR_MS), b.back_at.div_euclid(HOUR_MS));
+            let state = |at| queue_login_at(&w, 0, agent, at, 0);
+            let is_in = |at| state(at).0.iter().any(|(q, _)| *q == b.queue);
+            let is_out = |at| state(at).1.contains(&(b.queue, b.out_at));
+            assert!(is_in(b.out_at - 1) && !is_out(b.out_at - 1), "{b:?}");
+            assert!(!is_in(b.out_at) && is_out(b.out_at), "{b:?}");
+            assert!(state(b.back_at).0.contains(&(b.queue, b.back_at)), "{b:?}");
+            // Every queue of the tenant is in exactly one of the lists.
+            let (i, o) = state(b.out_at);
+            assert_eq!(i.len() + o.len(), w.tenants[0].queues.len());
+        }
     }
 
     #[test]

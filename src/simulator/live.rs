@@ -25,7 +25,8 @@ use tokio::sync::broadcast;
 
 use super::faults::{malformed_frame, oversized_payload, Dice, MalformedFrame, MalformedKind};
 use super::journey::{
-    presence_changes, Journey, JourneyEvent, RecordRef, Source, HOUR_MS, MAX_JOURNEY_MS,
+    presence_changes, queue_break, Journey, JourneyEvent, RecordRef, Source, HOUR_MS,
+    MAX_JOURNEY_MS,
 };
 use super::render::{full_profile_live, full_record, live_payload};
 use super::stats::bump;
@@ -74,9 +75,20 @@ impl Hub {
 }
 
 enum What {
-    Journey { k: i64, ev: JourneyEvent },
-    Presence { agent: usize },
-    HourTick { hour: i64 },
+    Journey {
+        k: i64,
+        ev: JourneyEvent,
+    },
+    Presence {
+        agent: usize,
+    },
+    /// The agent logged out of or back in to a queue.
+    QueueLogin {
+        agent: usize,
+    },
+    HourTick {
+        hour: i64,
+    },
 }
 
 struct Pending {
@@ -192,6 +204,18 @@ pub(crate) async fn drive_tenant(state: Arc<AppState>, tenant: usize) {
                         });
                     }
                 }
+                // §2.4: profile_live also fires on queue-login changes.
+                let breaks = queue_break(&world, tenant, agent, scheduled_hour);
+                for at in breaks.iter().flat_map(|b| [b.out_at, b.back_at]) {
+                    if at >= start {
+                        seq += 1;
+                        heap.push(Pending {
+                            time: at,
+                            seq,
+                            what: What::QueueLogin { agent },
+                        });
+                    }
+                }
             }
             seq += 1;
             heap.push(Pending {
@@ -257,7 +281,7 @@ pub(crate) async fn drive_tenant(state: Arc<AppState>, tenant: usize) {
                         }
                     }
                 }
-                What::Presence { agent } => {
+                What::Presence { agent } | What::QueueLogin { agent } => {
                     emitter.emit(Source::ProfileLive, || {
                         full_profile_live(&world, tenant, agent, p.time, None)
                     });

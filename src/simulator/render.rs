@@ -707,15 +707,14 @@ pub fn full_profile_live(
         .map(|p| profile(p, view.last_entered[p]))
         .collect();
     let login_start = world.history_start_ms.min(world.epoch_ms);
-    let logged_in: Vec<Value> = a
-        .queues
-        .iter()
-        .map(|q| json!({ "id": t.queues[*q].id, "name": t.queues[*q].name, "start_date": login_start }))
-        .collect();
-    let logged_out: Vec<Value> = (0..t.queues.len())
-        .filter(|q| !a.queues.contains(q))
-        .map(|q| json!({ "id": t.queues[q].id, "name": t.queues[q].name, "start_date": login_start }))
-        .collect();
+    let (logged_in, logged_out) =
+        super::journey::queue_login_at(world, tenant, agent, at, login_start);
+    let entries = |list: Vec<(usize, i64)>| -> Vec<Value> {
+        list.into_iter()
+            .map(|(q, since)| json!({ "id": t.queues[q].id, "name": t.queues[q].name, "start_date": since }))
+            .collect()
+    };
+    let (logged_in, logged_out) = (entries(logged_in), entries(logged_out));
     let mut rec = json!({
         "customer_telavox": customer(t),
         "agent": agent_obj(a, None, false),
@@ -847,20 +846,39 @@ pub fn full_profile_history(
             .sum::<i64>()
     };
     let login_start = world.history_start_ms.min(world.epoch_ms);
+    // A queue break inside the slot: logged out for part of it (the same
+    // changes `/profile_live` pushed).
+    let brk = super::journey::queue_break(
+        world,
+        tenant,
+        slot.agent,
+        slot.start.div_euclid(super::journey::HOUR_MS),
+    )
+    .filter(|b| b.out_at < slot.end && b.back_at > slot.start);
+    let away = brk.map_or(0, |b| b.back_at.min(slot.end) - b.out_at.max(slot.start));
     let logged_in: Vec<Value> = a
         .queues
         .iter()
         .map(|q| {
-            json!({ "account_id": t.queues[*q].account_id, "active": true, "number_times_logged_in": 1,
-                    "queue_id": t.queues[*q].id, "queue_name": t.queues[*q].name, "time_start": login_start, "usage": range })
+            let (usage, back, active) = match brk.filter(|b| b.queue == *q) {
+                Some(b) => (range - away, i64::from(b.back_at < slot.end), b.back_at < slot.end),
+                None => (range, 0, true),
+            };
+            json!({ "account_id": t.queues[*q].account_id, "active": active, "number_times_logged_in": 1 + back,
+                    "queue_id": t.queues[*q].id, "queue_name": t.queues[*q].name, "time_start": login_start, "usage": usage })
         })
         .collect();
-    let logged_out: Vec<Value> = (0..t.queues.len())
-        .filter(|q| !a.queues.contains(q))
-        .map(|q| {
+    let logged_out: Vec<Value> = brk
+        .map(|b| {
+            let q = &t.queues[b.queue];
+            json!({ "account_id": q.account_id, "active": b.back_at >= slot.end, "number_times_logged_out": 1,
+                    "queue_id": q.id, "queue_name": q.name, "time_start": b.out_at, "usage": away })
+        })
+        .into_iter()
+        .chain((0..t.queues.len()).filter(|q| !a.queues.contains(q)).map(|q| {
             json!({ "account_id": t.queues[q].account_id, "active": true, "number_times_logged_out": 1,
                     "queue_id": t.queues[q].id, "queue_name": t.queues[q].name, "time_start": login_start, "usage": range })
-        })
+        }))
         .collect();
     let mut rec = json!({
         "agent": agent_obj(a, None, false),
@@ -942,6 +960,29 @@ mod tests {
             .as_ref()
             .and_then(|s| s.get("saveKeyInput"))
             .is_some_and(Value::is_array));
+    }
+
+    #[test]
+    fn profile_live_shows_a_queue_logout_while_it_lasts() {
+        let w = World::new(1, 1_779_099_997_234, 1, 10, 3, 1.0, 1.0, 0);
+        let hour = w.epoch_ms.div_euclid(super::super::journey::HOUR_MS);
+        let (agent, b) = (0..10)
+            .flat_map(|a| (hour..hour + 48).map(move |h| (a, h)))
+            .find_map(|(a, h)| Some((a, super::super::journey::queue_break(&w, 0, a, h)?)))
+            .expect("some agent takes a queue break");
+        let queue_id = w.tenants[0].queues[b.queue].id;
+        let ids = |at: i64, list: &str| -> Vec<i64> {
+            full_profile_live(&w, 0, agent, at, None)["queue_login"][list]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|q| q["id"].as_i64().unwrap())
+                .collect()
+        };
+        assert!(ids(b.out_at - 1, "logged_in").contains(&queue_id));
+        assert!(ids(b.out_at, "logged_out").contains(&queue_id));
+        assert!(!ids(b.out_at, "logged_in").contains(&queue_id));
+        assert!(ids(b.back_at, "logged_in").contains(&queue_id));
     }
 
     #[test]

@@ -784,8 +784,8 @@ impl Sink for KafkaSink {
             }
             if tpl.count() == 0 {
                 return Ok(EventIdScan {
-                    ids: Vec::new(),
                     complete: true,
+                    ..Default::default()
                 });
             }
             let found = consumer
@@ -798,7 +798,7 @@ impl Sink for KafkaSink {
                     .map_err(|err| kafka_err("watermarks", err))?;
                 // End: nothing that new. A failed lookup reads the whole
                 // partition (more work, bounded by limit and timeout). Some
-                // brokers (Tansu) answer 0 instead of End: the same, slower.
+                // brokers answer 0 instead of End: the same, slower.
                 let start = match e.offset() {
                     Offset::Offset(o) if e.error().is_ok() => o.max(low),
                     Offset::End if e.error().is_ok() => high,
@@ -819,21 +819,20 @@ impl Sink for KafkaSink {
                 if at_ms < since_ms {
                     return;
                 }
-                let id = m.headers().and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == "ce_id")
-                        .and_then(|h| h.value)
-                        .and_then(|v| std::str::from_utf8(v).ok())
-                        .map(str::to_string)
-                });
-                if let Some(id) = id {
-                    newest.push(at_ms, id);
+                let header = |name: &str| {
+                    m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == name)
+                            .and_then(|h| h.value)
+                            .and_then(|v| std::str::from_utf8(v).ok())
+                            .map(str::to_string)
+                    })
+                };
+                if let Some(id) = header("ce_id") {
+                    newest.push(at_ms, id, header(crate::encode::MATCH_KEY_HEADER));
                 }
             })?;
-            Ok(EventIdScan {
-                ids: newest.into_ids(),
-                complete,
-            })
+            Ok(newest.into_scan(complete))
         })
         .await
         .map_err(|e| SinkError::new(SinkErrorKind::Unavailable, e.to_string()))?

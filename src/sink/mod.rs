@@ -38,6 +38,15 @@ pub fn header_size(name: &str, value: &str) -> usize {
 }
 
 impl OutboundMessage {
+    /// The record's cross-layer match key (the `ce_matchkey` header), if
+    /// this message carries a record.
+    pub fn match_key(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == crate::encode::MATCH_KEY_HEADER)
+            .map(|(_, v)| v.as_ref())
+    }
+
     /// The bytes of this message that count against a broker's message
     /// limit: payload, key and headers, without the broker's own framing
     /// (which each sink subtracts from its limit in
@@ -136,8 +145,8 @@ pub trait Sink: Send + Sync + 'static {
         _timeout: Duration,
     ) -> Result<EventIdScan, SinkError> {
         Ok(EventIdScan {
-            ids: Vec::new(),
             complete: true,
+            ..Default::default()
         })
     }
 }
@@ -164,18 +173,25 @@ pub trait StateStore: Send + Sync + 'static {
 pub struct EventIdScan {
     /// Event ids, oldest first.
     pub ids: Vec<String>,
+    /// The match keys (`ce_matchkey`) of the same messages, oldest first;
+    /// a message without one (published before the relay wrote match keys,
+    /// when its event id was the match key) gives its event id.
+    pub match_keys: Vec<String>,
     /// False when the timeout cut the reading short.
     pub complete: bool,
 }
 
-/// The newest `limit` event ids seen, by broker timestamp; messages arrive
-/// per partition in order but interleaved across partitions, so the cut is
-/// made on timestamps, not on arrival.
+/// The newest `limit` messages' ids seen, by broker timestamp; messages
+/// arrive per partition in order but interleaved across partitions, so the
+/// cut is made on timestamps, not on arrival.
 pub(crate) struct NewestIds {
     limit: usize,
     seq: u64,
-    heap: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u64, String)>>,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<Seen>>,
 }
+
+/// Broker timestamp, arrival sequence, event id, match key.
+type Seen = (i64, u64, String, Option<String>);
 
 impl NewestIds {
     pub(crate) fn new(limit: usize) -> Self {
@@ -186,23 +202,32 @@ impl NewestIds {
         }
     }
 
-    pub(crate) fn push(&mut self, timestamp_ms: i64, id: String) {
+    /// One message's event id and match key (if it carries one).
+    pub(crate) fn push(&mut self, timestamp_ms: i64, id: String, match_key: Option<String>) {
         if self.limit == 0 {
             return;
         }
         self.seq += 1;
         self.heap
-            .push(std::cmp::Reverse((timestamp_ms, self.seq, id)));
+            .push(std::cmp::Reverse((timestamp_ms, self.seq, id, match_key)));
         if self.heap.len() > self.limit {
             self.heap.pop();
         }
     }
 
     /// Oldest first (the order [`crate::relay::RecentIds`] forgets in).
-    pub(crate) fn into_ids(self) -> Vec<String> {
+    pub(crate) fn into_scan(self, complete: bool) -> EventIdScan {
         let mut v: Vec<_> = self.heap.into_iter().map(|r| r.0).collect();
         v.sort();
-        v.into_iter().map(|(_, _, id)| id).collect()
+        let match_keys = v
+            .iter()
+            .map(|(_, _, id, key)| key.clone().unwrap_or_else(|| id.clone()))
+            .collect();
+        EventIdScan {
+            ids: v.into_iter().map(|(_, _, id, _)| id).collect(),
+            match_keys,
+            complete,
+        }
     }
 }
 
@@ -237,11 +262,15 @@ mod tests {
         let mut n = NewestIds::new(3);
         // Two partitions interleaved: arrival order is not time order.
         for (ts, id) in [(10, "a"), (50, "e"), (20, "b"), (40, "d"), (30, "c")] {
-            n.push(ts, id.to_string());
+            let key = (id != "d").then(|| format!("k{id}"));
+            n.push(ts, id.to_string(), key);
         }
-        assert_eq!(n.into_ids(), ["c", "d", "e"]);
+        let scan = n.into_scan(true);
+        assert_eq!(scan.ids, ["c", "d", "e"]);
+        // A message without a match key gives its event id.
+        assert_eq!(scan.match_keys, ["kc", "d", "ke"]);
         let mut off = NewestIds::new(0);
-        off.push(1, "x".into());
-        assert!(off.into_ids().is_empty());
+        off.push(1, "x".into(), None);
+        assert!(off.into_scan(true).ids.is_empty());
     }
 }

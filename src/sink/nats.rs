@@ -29,9 +29,10 @@ const PUBLISH_OVERHEAD: usize = 256;
 /// The CloudEvents attributes the relay writes, as the encoder names them
 /// (the Kafka binding's `ce_` prefix) and as the NATS binding names them
 /// (`ce-`): static both ways, so renaming costs no allocation per event.
-const CE_HEADER_NAMES: [(&str, &str); 8] = [
+const CE_HEADER_NAMES: [(&str, &str); 9] = [
     ("ce_specversion", "ce-specversion"),
     ("ce_id", "ce-id"),
+    ("ce_matchkey", "ce-matchkey"),
     ("ce_type", "ce-type"),
     ("ce_source", "ce-source"),
     ("ce_time", "ce-time"),
@@ -644,8 +645,8 @@ impl Sink for JetStreamSink {
         let mut newest = NewestIds::new(limit);
         let Some(js) = &self.jetstream else {
             return Ok(EventIdScan {
-                ids: Vec::new(),
                 complete: true,
+                ..Default::default()
             });
         };
         let scan = async {
@@ -691,8 +692,12 @@ impl Sink for JetStreamSink {
                             .or_else(|| h.get("ce_id"))
                             .map(|v| v.as_str().to_string())
                     });
+                    let key = m
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("ce-matchkey").map(|v| v.as_str().to_string()));
                     if let Some(id) = id {
-                        newest.push(at_ms, id);
+                        newest.push(at_ms, id, key);
                     }
                     if caught_up {
                         break;
@@ -708,10 +713,7 @@ impl Sink for JetStreamSink {
             }
             Err(_) => false,
         };
-        Ok(EventIdScan {
-            ids: newest.into_ids(),
-            complete,
-        })
+        Ok(newest.into_scan(complete))
     }
 }
 

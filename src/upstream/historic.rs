@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use crate::config::{redact_url, Secret};
 
+/// How far [`OverviewFilter::window_within`] reaches into the next window.
+pub const WINDOW_OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
 /// The §3.1 `OverviewFilter`. `start_date`/`end_date` are required by the API.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -49,6 +52,24 @@ impl OverviewFilter {
             end_date: to.to_rfc3339_opts(SecondsFormat::Millis, true),
             ..template.clone()
         }
+    }
+
+    /// [`OverviewFilter::window`] with `endDate` one [`WINDOW_OVERLAP`]
+    /// later, but never past `range_end`: adjacent windows of one range
+    /// then overlap. The reference does not say whether `startDate` and
+    /// `endDate` are inclusive (its examples end at `23:59:59Z`); were both
+    /// exclusive, a record exactly on the boundary of two windows would be
+    /// in neither. With the overlap it is in one window whatever the
+    /// reading, or in two, and the second copy is suppressed by its match
+    /// key (docs/upstream-contract.md).
+    pub fn window_within(
+        template: &OverviewFilter,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        range_end: DateTime<Utc>,
+    ) -> Self {
+        let end = (to + WINDOW_OVERLAP).min(range_end).max(to);
+        Self::window(template, from, end)
     }
 
     /// True when only the date window is set (then `totalCount` is trustworthy, §3.1).
@@ -347,6 +368,25 @@ impl CursorGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adjacent_windows_overlap_by_a_second_but_not_past_the_range() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let none = OverviewFilter::default();
+        let (a, b, end) = (
+            t("2025-10-01T00:00:00Z"),
+            t("2025-10-01T01:00:00Z"),
+            t("2025-10-01T02:00:00Z"),
+        );
+        let first = OverviewFilter::window_within(&none, a, b, end);
+        assert_eq!(first.start_date, "2025-10-01T00:00:00.000Z");
+        assert_eq!(first.end_date, "2025-10-01T01:00:01.000Z");
+        let last = OverviewFilter::window_within(&none, b, end, end);
+        assert_eq!(
+            last.end_date, "2025-10-01T02:00:00.000Z",
+            "the range's end stays"
+        );
+    }
 
     #[test]
     fn filters_are_variables_not_query_text() {

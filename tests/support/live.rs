@@ -210,3 +210,51 @@ pub async fn start_relay(
     .await;
     (relay, shutdown)
 }
+
+/// A stand-in for Studio's live endpoint on a free port, for frames the
+/// simulator does not send: the first connection to `path` gets `frames`
+/// (text, in order); every socket then stays open, answering pings, until
+/// the client closes it. Returns the base URL (`ws://127.0.0.1:port`).
+#[allow(dead_code)]
+pub async fn stand_in_live(path: &'static str, frames: Vec<String>) -> String {
+    stand_in_live_paths(std::collections::HashMap::from([(
+        path.to_string(),
+        frames,
+    )]))
+    .await
+}
+
+/// [`stand_in_live`] for several sockets: the first connection to each
+/// path gets that path's frames.
+// (tungstenite's handshake callback fixes its large error type.)
+#[allow(dead_code, clippy::result_large_err)]
+pub async fn stand_in_live_paths(frames: std::collections::HashMap<String, Vec<String>>) -> String {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::{handshake::server, Message};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let frames = Arc::new(Mutex::new(frames));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let frames = frames.clone();
+            tokio::spawn(async move {
+                let mut asked = String::new();
+                let callback = |req: &server::Request, resp| {
+                    asked = req.uri().path().to_string();
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
+                    return;
+                };
+                let mine = frames.lock().unwrap().remove(&asked).unwrap_or_default();
+                for f in mine {
+                    if ws.send(Message::text(f)).await.is_err() {
+                        return;
+                    }
+                }
+                while let Some(Ok(_)) = ws.next().await {}
+            });
+        }
+    });
+    url
+}
