@@ -159,23 +159,12 @@ async fn a_compacted_kafka_topic_keeps_the_last_checkpoint_for_a_fresh_client() 
     .await;
 
     // The relay created it compacted, with one partition.
-    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka.bootstrap())
-        .create()
-        .unwrap();
-    let described = admin
-        .describe_configs([&ResourceSpecifier::Topic("cp-test")], &AdminOptions::new())
-        .await
-        .unwrap();
-    let policy = described
-        .into_iter()
-        .flatten()
-        .flat_map(|r| r.entries)
-        .find(|e| e.name == "cleanup.policy")
-        .and_then(|e| e.value);
-    assert_eq!(policy.as_deref(), Some("compact"));
+    let configs = kafka.topic_configs("cp-test").await;
+    assert_eq!(
+        configs.get("cleanup.policy").map(String::as_str),
+        Some("compact")
+    );
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", kafka.bootstrap())
         .create()

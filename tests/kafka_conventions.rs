@@ -10,9 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
 use studio_relay::config::KafkaConfig;
 use studio_relay::ops::Metrics;
 use studio_relay::sink::{KafkaSink, OutboundMessage, Sink};
@@ -146,35 +143,13 @@ fn keys_land_in_the_partition_the_java_client_would_pick() {
     }
 }
 
-fn topic_configs(bootstrap: &str, topic: &str) -> BTreeMap<String, String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = rt
-        .block_on(admin.describe_configs(
-            [&ResourceSpecifier::Topic(topic)],
-            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
-        ))
-        .expect("describe configs");
-    results
-        .into_iter()
-        .flat_map(|r| r.expect("topic described").entries)
-        .filter_map(|e| e.value.map(|v| (e.name, v)))
-        .collect()
-}
-
 #[test]
 fn created_topics_take_per_topic_config_and_existing_ones_are_left_alone() {
     let broker = KafkaBroker::start();
     // A topic the platform team created and sized beforehand.
     let existing = "telavox.studio.agents.v1";
     broker.create_topic(existing, 2);
-    let before = topic_configs(&broker.bootstrap(), existing);
+    let before = runtime().block_on(broker.topic_configs(existing));
 
     let config = KafkaConfig {
         create_topics: true,
@@ -191,13 +166,13 @@ fn created_topics_take_per_topic_config_and_existing_ones_are_left_alone() {
     rt.block_on(sink.prepare(&[created.to_string(), existing.to_string()]))
         .expect("prepare");
 
-    let got = topic_configs(&broker.bootstrap(), created);
+    let got = rt.block_on(broker.topic_configs(created));
     assert_eq!(got.get("retention.ms").map(String::as_str), Some("3600000"));
     assert_eq!(
         got.get("cleanup.policy").map(String::as_str),
         Some("delete")
     );
-    assert_eq!(topic_configs(&broker.bootstrap(), existing), before);
+    assert_eq!(rt.block_on(broker.topic_configs(existing)), before);
 
     // The default replication factor (-1) is the cluster's own default, which
     // a single-node cluster can satisfy; so can the checkpoint topic's.

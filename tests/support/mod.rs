@@ -446,6 +446,24 @@ impl KafkaBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The configs the broker reports for `topic` (name → value).
+    pub async fn topic_configs(&self, topic: &str) -> std::collections::BTreeMap<String, String> {
+        use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        admin
+            .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+            .await
+            .expect("describe configs")
+            .into_iter()
+            .flat_map(|r| r.expect("topic described").entries)
+            .filter_map(|e| e.value.map(|v| (e.name, v)))
+            .collect()
+    }
+
     pub fn create_topic(&self, name: &str, partitions: i32) {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
         let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
