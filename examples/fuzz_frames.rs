@@ -95,7 +95,7 @@ fn main() {
         match result {
             Ok(outs) => {
                 for out in outs {
-                    if out.origin == "deadletter" {
+                    if out.is_dead_letter() {
                         dead += 1;
                     } else {
                         records += 1;

@@ -51,7 +51,7 @@ fn sha(b: &[u8]) -> String {
 
 fn describe(o: &Outgoing) -> String {
     let m = &o.message;
-    let dead = o.origin == "deadletter";
+    let dead = o.is_dead_letter();
     // Dead-letter ids include the process id and a counter: mask them.
     let id = if dead { "<dl>" } else { m.event_id.as_str() };
     let headers: Vec<String> = m
@@ -258,14 +258,7 @@ fn main() {
                 for b in &builders {
                     match b.build(&env) {
                         Ok(m) => {
-                            let o = Outgoing {
-                                message: m,
-                                tenant: Arc::from("acme"),
-                                source: *source,
-                                origin: origin.as_str(),
-                                stages: None,
-                                tracker: None,
-                            };
+                            let o = Outgoing::record(m, Arc::from("acme"), *source, origin);
                             writeln!(out, "h{i} {}", describe(&o)).unwrap();
                         }
                         Err(e) => writeln!(out, "h{i} encode error {e}").unwrap(),

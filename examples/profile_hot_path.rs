@@ -120,7 +120,7 @@ fn run_frame(ctx: &Ctx, frames: &[(DataSource, Bytes)], iterations: usize) -> us
             &mut outs,
         );
         let out = outs.pop().expect("one record per frame");
-        assert_eq!(out.origin, "live");
+        assert_eq!(out.origin.as_str(), "live");
         // The same record repeats here; the check's cost is what matters.
         let _ = ctx.recent.insert(&out.message.event_id);
         // The publisher: hand a copy to the sink, account for the ack.
@@ -129,7 +129,7 @@ fn run_frame(ctx: &Ctx, frames: &[(DataSource, Bytes)], iterations: usize) -> us
         EventPublished {
             tenant: &out.tenant,
             source: out.source.as_str(),
-            origin: out.origin,
+            origin: out.origin.as_str(),
             stages: out.stages.map(|s| s.gaps(Instant::now())),
         }
         .emit_cached(&ctx.metrics, &mut published);

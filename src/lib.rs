@@ -27,6 +27,7 @@ pub mod config;
 pub mod encode;
 pub mod model;
 pub mod ops;
+pub mod publish;
 pub mod registry;
 pub mod relay;
 pub mod replay;

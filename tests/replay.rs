@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Parser;
+use studio_relay::cli::replay::{self, ReplayArgs, ReplayError};
 use studio_relay::config::{self, Config, Secret};
 use studio_relay::model::DataSource;
-use studio_relay::replay::{self, ReplayArgs, ReplayError};
 use studio_relay::simulator::{self, SimulateArgs, SimulatorHandle};
 use studio_relay::upstream::historic::{GraphqlClient, OverviewFilter, RetryPolicy};
 use tokio_util::sync::CancellationToken;

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::encode::{self, SCHEMA_VERSION};
 use crate::model::DataSource;
-use crate::relay::message_builder::{
+use crate::publish::message_builder::{
     DL_ELEMENT_INDEX, DL_ERROR, DL_PAYLOAD_BYTES, DL_REASON, DL_SOURCE, DL_TENANT, DL_TRUNCATED,
 };
 

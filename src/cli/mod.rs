@@ -3,6 +3,7 @@
 
 pub mod asyncapi;
 pub mod demo;
+pub mod replay;
 pub mod schemas;
 
 use std::path::PathBuf;
@@ -42,7 +43,7 @@ pub enum Command {
     /// Run the live relay: keep every WebSocket connected and publish every event.
     Run,
     /// Backfill a historic range from GraphQL into the same topics (resumable with --checkpoint).
-    Replay(Box<crate::replay::ReplayArgs>),
+    Replay(Box<replay::ReplayArgs>),
     /// Run a local Studio API simulator (live WebSockets + GraphQL) for tests and staging.
     Simulate(Box<crate::simulator::SimulateArgs>),
     /// Start the simulator and the relay in one process and print normalized events.
@@ -115,7 +116,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = config::load(cli.config.as_deref())?;
             runtime()?.block_on(async {
                 let shutdown = crate::ops::shutdown::on_signals();
-                match crate::replay::run(*args, config, shutdown).await {
+                match replay::run(*args, config, shutdown).await {
                     Ok(summary) if summary.interrupted => Ok(ExitCode::from(130)),
                     Ok(_) => Ok(ExitCode::SUCCESS),
                     Err(e) => {

@@ -522,22 +522,3 @@ impl Default for OpsConfig {
         }
     }
 }
-
-/// Durations in config are humantime strings (`500ms`, `30s`, `2h`).
-mod humantime_serde {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let raw = String::deserialize(d)?;
-        humantime::parse_duration(&raw).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {raw:?} ({e}); use e.g. \"500ms\", \"30s\", \"5m\""
-            ))
-        })
-    }
-}

@@ -9,6 +9,337 @@ use prometheus::{Gauge, Histogram, IntCounter};
 
 use super::Metrics;
 
+// ── The publishing path, the relay's and replay's wiring, the spool ──────
+
+/// The ops listener is up.
+pub struct OpsListening {
+    pub addr: std::net::SocketAddr,
+}
+
+impl OpsListening {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::info!(addr = %self.addr, "ops endpoints listening (/metrics, /healthz, /readyz)");
+    }
+}
+
+/// The relay is running: sockets spawned.
+pub struct RelayStarted<'a> {
+    pub tenants: usize,
+    pub sources: usize,
+    pub sink: &'a str,
+    pub encoding: &'a str,
+}
+
+impl RelayStarted<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::info!(
+            tenants = self.tenants,
+            sources = self.sources,
+            sink = self.sink,
+            encoding = %self.encoding,
+            "relay started"
+        );
+    }
+}
+
+/// Shutdown began: sockets stop, what is in flight is published.
+pub struct RelayDraining {
+    pub deadline: Duration,
+}
+
+impl RelayDraining {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::info!(deadline = ?self.deadline, "draining: sockets stopped, publishing what is in flight");
+    }
+}
+
+/// The sink's last flush at shutdown failed.
+pub struct FinalFlushFailed<'a> {
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl FinalFlushFailed<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::error!(error = %self.error, "final flush failed");
+    }
+}
+
+/// The relay stopped after draining.
+pub struct RelayStopped {
+    pub published: u64,
+    pub dead_lettered: u64,
+}
+
+impl RelayStopped {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::info!(
+            published = self.published,
+            dead_lettered = self.dead_lettered,
+            "relay stopped"
+        );
+    }
+}
+
+/// Loading the restart checkpoint failed in a way worth another try (at
+/// start-up, before metrics are served).
+pub struct CheckpointLoadRetried<'a> {
+    pub error: &'a dyn std::fmt::Display,
+    pub attempt: u32,
+}
+
+impl CheckpointLoadRetried<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(error = %self.error, attempt = self.attempt, "cannot load the restart checkpoint; trying again");
+    }
+}
+
+/// A tenant gets no gap backfill: its GraphQL client could not be built.
+pub struct BackfillClientFailed<'a> {
+    pub tenant: &'a str,
+    pub error: &'a str,
+}
+
+impl BackfillClientFailed<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::error!(
+            tenant = %self.tenant,
+            error = %self.error,
+            "gap backfill disabled for this tenant: GraphQL client failed"
+        );
+    }
+}
+
+/// A GraphQL page request failed and is retried (replay and backfill).
+pub struct HistoricRequestRetried<'a> {
+    pub source: &'a str,
+    pub error: &'a dyn std::fmt::Display,
+    pub retry_in: Duration,
+}
+
+impl HistoricRequestRetried<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.replay_retries.with_label_values(&[self.source]).inc();
+        tracing::warn!(
+            source = self.source,
+            error = %self.error,
+            retry_in_ms = self.retry_in.as_millis() as u64,
+            "GraphQL request failed, retrying"
+        );
+    }
+}
+
+/// A GraphQL page was read (replay and backfill; counts only).
+pub struct HistoricPageFetched<'a> {
+    pub source: &'a str,
+}
+
+impl HistoricPageFetched<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.replay_pages.with_label_values(&[self.source]).inc();
+    }
+}
+
+/// A historic record was handed to the publisher (per record: counts only).
+pub struct HistoricRecordQueued<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+    pub origin: crate::model::Origin,
+}
+
+impl HistoricRecordQueued<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        match self.origin {
+            crate::model::Origin::Backfill => m
+                .backfill_records
+                .with_label_values(&[self.tenant, self.source])
+                .inc(),
+            _ => m.replay_records.with_label_values(&[self.source]).inc(),
+        }
+    }
+}
+
+/// The broker refused records of a historic window; they were dead-lettered.
+pub struct WindowRecordsRejected<'a> {
+    pub source: &'a str,
+    pub rejected: u64,
+}
+
+impl WindowRecordsRejected<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::warn!(
+            source = self.source,
+            rejected = self.rejected,
+            "broker rejected records of this window; they are in the dead-letter destination"
+        );
+    }
+}
+
+/// `replay` knows its windows.
+pub struct ReplayPlanned {
+    pub from: chrono::DateTime<chrono::Utc>,
+    pub to: chrono::DateTime<chrono::Utc>,
+    pub windows: usize,
+    pub sources: usize,
+    pub tenants: usize,
+    pub to_fetch: usize,
+    pub already_done: usize,
+}
+
+impl ReplayPlanned {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::info!(
+            from = %self.from, to = %self.to, windows = self.windows, sources = self.sources,
+            tenants = self.tenants, to_fetch = self.to_fetch, already_done = self.already_done,
+            "replay planned"
+        );
+    }
+}
+
+/// A replay window is published and checkpointed (counts only).
+pub struct ReplayWindowCompleted<'a> {
+    pub source: &'a str,
+}
+
+impl ReplayWindowCompleted<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.replay_windows_completed
+            .with_label_values(&[self.source])
+            .inc();
+    }
+}
+
+/// A replay window failed; a rerun retries it.
+pub struct ReplayWindowFailed<'a> {
+    pub window: &'a str,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl ReplayWindowFailed<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::error!(window = %self.window, error = %self.error, "window failed; it is not checkpointed and will be retried on rerun");
+    }
+}
+
+/// How far a replay is (the command line's progress, when stderr is not a
+/// terminal).
+pub struct ReplayProgressReported<'a> {
+    pub windows_done: usize,
+    pub windows_total: usize,
+    pub records: u64,
+    pub rate: u64,
+    pub eta: &'a str,
+}
+
+impl ReplayProgressReported<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            windows_done = self.windows_done,
+            windows_total = self.windows_total,
+            records = self.records,
+            rate = self.rate,
+            eta = %self.eta,
+            "replay progress"
+        );
+    }
+}
+
+/// Messages waiting in the publisher's queue (a gauge).
+pub struct PublishQueueDepth {
+    pub depth: i64,
+}
+
+impl PublishQueueDepth {
+    pub fn emit(&self, m: &Metrics) {
+        m.queue_depth.set(self.depth);
+    }
+}
+
+/// Messages awaiting their acknowledgement (a gauge).
+pub struct PublishesInFlight {
+    pub count: i64,
+}
+
+impl PublishesInFlight {
+    pub fn emit(&self, m: &Metrics) {
+        m.inflight_messages.set(self.count);
+    }
+}
+
+/// The spool found what a previous run left, and drains it first.
+pub struct SpoolLeftOver {
+    pub segments: usize,
+    pub bytes: u64,
+}
+
+impl SpoolLeftOver {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::warn!(
+            segments = self.segments,
+            bytes = self.bytes,
+            "spool: draining what a previous run left, before anything new"
+        );
+    }
+}
+
+/// Bytes in the spool (a gauge).
+pub struct SpoolSizeChanged {
+    pub bytes: u64,
+}
+
+impl SpoolSizeChanged {
+    pub fn emit(&self, m: &Metrics) {
+        m.spool_bytes.set(self.bytes as i64);
+    }
+}
+
+/// The spool could not write; the queue applies back-pressure instead.
+pub struct SpoolWriteFailed<'a> {
+    /// `create` (a new segment) or `write`.
+    pub step: &'static str,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl SpoolWriteFailed<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        match self.step {
+            "create" => {
+                tracing::error!(error = %self.error, "spool: cannot create a segment; back-pressure instead")
+            }
+            _ => tracing::error!(error = %self.error, "spool: write failed; back-pressure instead"),
+        }
+    }
+}
+
+/// A spooled record could not be read back (torn by a crash, or corrupt).
+pub struct SpoolRecordSkipped<'a> {
+    pub segment: &'a std::path::Path,
+    /// What was wrong with it.
+    pub what: &'a str,
+}
+
+impl SpoolRecordSkipped<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.spool_corrupt_records.with_label_values::<&str>(&[]).inc();
+        tracing::error!(segment = %self.segment.display(), "spool: {} skipped", self.what);
+    }
+}
+
+/// A socket task stopped (shutdown).
+pub struct WebSocketStopped<'a> {
+    pub tenant: &'a str,
+    pub source: &'a str,
+}
+
+impl WebSocketStopped<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        m.socket_connected
+            .with_label_values(&[self.tenant, self.source])
+            .set(0);
+    }
+}
+
+// ── Sockets, frames, publishing, sinks ───────────────────────────────────
+
 pub struct WebSocketConnectionEstablished<'a> {
     pub tenant: &'a str,
     pub source: &'a str,

@@ -6,29 +6,32 @@
 //! what it finds with origin `backfill`; the same window is queried again
 //! after `relay.gap_recheck_after`, because historic data can lag the live
 //! stream. Records whose match key was already published (live, or by an
-//! earlier pass; see [`RecentIds`]) are left out and counted as suppressed
+//! earlier pass; see [`crate::publish::RecentIds`]) are left out and counted as suppressed
 //! (`already_live`). `profile_live` has no historic layer: its gaps become a marker
 //! event on the control topic, so consumers know that window is incomplete.
 //!
 //! The gap is measured on the upstream's clock, not the relay's: the
-//! [`UpstreamClock`] is the newest record time seen per tenant, so a skewed
+//! [`UpstreamClock`](crate::relay::clock::UpstreamClock) is the newest record time seen per tenant, so a skewed
 //! relay clock (or the simulator's accelerated one) cannot shift the window.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::task::JoinSet;
 
-use super::checkpoint::ClockMark;
-use super::{Intake, MessageBuilder, Outgoing, RecentIds};
 use crate::config::Config;
-use crate::model::{DataSource, Origin};
-use crate::ops::internal_events::{GapBackfilled, GapDetected};
-use crate::ops::Metrics;
-use crate::replay::{replay_window, Counters, Skip, WindowOutcome};
+use crate::model::{self, DataSource};
+use crate::ops::internal_events::{BackfillClientFailed, GapBackfilled, GapDetected};
+use crate::publish::outgoing::Outgoing;
+use crate::publish::recent_ids::{self, RecentIds};
+use crate::publish::window::{
+    self, Counters, HistoricPages, Skip, WalkOutput, WindowOutcome, WindowRequest,
+};
+use crate::relay::checkpoint::ClockMark;
+use crate::relay::clock::UpstreamClock;
 use crate::sink::Sink;
 use crate::upstream::historic::{GraphqlClient, OverviewFilter, RetryPolicy};
 use crate::upstream::live::SocketEvent;
@@ -38,84 +41,15 @@ const PAGE_SIZE: u32 = 500;
 /// How long to wait after a reconnect for the upstream clock to move on
 /// before closing the gap with what is known.
 const SETTLE_MAX: Duration = Duration::from_secs(30);
-
-/// Newest record time (epoch ms) seen per tenant: the upstream's "now",
-/// with the relay's wall clock when it got there; and the gaps not yet
-/// backfilled, which hold the restart checkpoint back.
-#[derive(Debug, Default)]
-pub struct UpstreamClock {
-    now: Mutex<HashMap<Arc<str>, ClockMark>>,
-    /// Open gaps by id: (tenant, start). Several may be open for one socket
-    /// (a second drop while the first gap is still being filled).
-    holds: Mutex<HashMap<u64, (Arc<str>, ClockMark)>>,
-    next_hold: std::sync::atomic::AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl UpstreamClock {
-    pub fn observe(&self, tenant: &Arc<str>, at_ms: i64) {
-        let mut g = lock(&self.now);
-        match g.get_mut(tenant) {
-            Some(e) if e.upstream_ms >= at_ms => {}
-            // The wall clock is read only when the upstream clock moves on.
-            Some(e) => *e = ClockMark::now(at_ms),
-            None => {
-                g.insert(tenant.clone(), ClockMark::now(at_ms));
-            }
-        }
-    }
-
-    pub fn now(&self, tenant: &str) -> Option<i64> {
-        self.mark(tenant).map(|m| m.upstream_ms)
-    }
-
-    /// The upstream "now" and when the relay saw it.
-    pub fn mark(&self, tenant: &str) -> Option<ClockMark> {
-        lock(&self.now).get(tenant).copied()
-    }
-
-    /// A gap from `from` is open: checkpoints stay at or before it until
-    /// [`UpstreamClock::release`] of the returned id.
-    pub fn hold(&self, tenant: &Arc<str>, from: ClockMark) -> u64 {
-        let id = self
-            .next_hold
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lock(&self.holds).insert(id, (tenant.clone(), from));
-        id
-    }
-
-    pub fn release(&self, hold: u64) {
-        lock(&self.holds).remove(&hold);
-    }
-
-    /// Per tenant, the time a restart checkpoint may claim: the clock, but
-    /// never past the start of a gap still being filled.
-    pub fn snapshot(&self) -> Vec<(Arc<str>, ClockMark)> {
-        let holds = lock(&self.holds);
-        lock(&self.now)
-            .iter()
-            .map(|(t, now)| {
-                let held = holds
-                    .values()
-                    .filter(|(ht, _)| ht == t)
-                    .map(|(_, from)| *from)
-                    .min_by_key(|m| m.upstream_ms);
-                match held {
-                    Some(h) if h.upstream_ms < now.upstream_ms => (t.clone(), h),
-                    _ => (t.clone(), *now),
-                }
-            })
-            .collect()
-    }
-}
+/// How often the upstream clock is looked at meanwhile.
+const SETTLE_POLL: Duration = Duration::from_millis(200);
 
 /// What gap backfill publishes with and into.
 pub struct BackfillDeps {
-    pub builder: Arc<MessageBuilder>,
-    pub metrics: Arc<Metrics>,
+    /// The publisher's input (shared with the live path), the builder, the
+    /// metrics, and the stop (cancelled at shutdown: running backfills stop
+    /// between pages).
+    pub out: WalkOutput,
     /// Match keys already published (live or backfill): a historic record
     /// with one is not published again.
     pub recent: Arc<RecentIds>,
@@ -123,10 +57,6 @@ pub struct BackfillDeps {
     /// repeat of a push already on the broker is not published again).
     pub live_ids: Arc<RecentIds>,
     pub clock: Arc<UpstreamClock>,
-    /// The publisher's input (shared with the live path).
-    pub tx: Intake,
-    /// Cancelled at shutdown: running backfills stop between pages.
-    pub stop: CancellationToken,
     /// Per tenant, the restart checkpoint: everything since is treated as a
     /// gap of every socket, filled once the socket first connects.
     pub resume_from: HashMap<String, ClockMark>,
@@ -141,6 +71,32 @@ pub struct SeedFrom {
     pub sink: Arc<dyn Sink>,
     /// The topics / subjects backfill publishes records to.
     pub destinations: Vec<String>,
+}
+
+/// What gap backfill takes from the configuration.
+#[derive(Debug, Clone)]
+pub struct BackfillPlan {
+    pub tenants: Vec<Arc<str>>,
+    pub sources: Vec<DataSource>,
+    /// `relay.gap_margin`: each gap is widened by this on both sides.
+    pub margin: Duration,
+    /// `relay.gap_recheck_after`: the second pass (zero: none).
+    pub recheck_after: Duration,
+}
+
+impl BackfillPlan {
+    pub fn from_config(config: &Config) -> BackfillPlan {
+        BackfillPlan {
+            tenants: config
+                .tenants
+                .iter()
+                .map(|t| Arc::from(t.name.as_str()))
+                .collect(),
+            sources: config.upstream.sources.clone(),
+            margin: config.relay.gap_margin,
+            recheck_after: config.relay.gap_recheck_after,
+        }
+    }
 }
 
 /// How long reading the ids already on the broker may take at start.
@@ -162,19 +118,27 @@ pub fn seed_since(resume_from: &HashMap<String, ClockMark>, margin: Duration) ->
 }
 
 /// Everything a gap task needs, shared.
-struct Shared {
-    clients: HashMap<Arc<str>, GraphqlClient>,
+struct Shared<P> {
+    clients: HashMap<Arc<str>, P>,
     deps: BackfillDeps,
     margin: Duration,
     recheck_after: Duration,
 }
 
-/// Watches socket events until they end (all sockets stopped) and fills gaps.
+/// Watches socket events until they end (all sockets stopped) and fills
+/// gaps from the tenants' GraphQL endpoints.
 pub async fn run(
     config: &Config,
-    mut events: mpsc::UnboundedReceiver<SocketEvent>,
+    events: mpsc::UnboundedReceiver<SocketEvent>,
     deps: BackfillDeps,
 ) {
+    let clients = graphql_clients(config, &deps);
+    run_with(BackfillPlan::from_config(config), clients, events, deps).await
+}
+
+/// One GraphQL client per tenant; a tenant whose client cannot be built
+/// gets no backfill (logged).
+fn graphql_clients(config: &Config, deps: &BackfillDeps) -> HashMap<Arc<str>, GraphqlClient> {
     let mut clients = HashMap::new();
     for t in &config.tenants {
         match GraphqlClient::new(
@@ -186,67 +150,42 @@ pub async fn run(
             Ok(c) => {
                 clients.insert(Arc::from(t.name.as_str()), c);
             }
-            Err(e) => {
-                tracing::error!(tenant = %t.name, error = %e, "gap backfill disabled for this tenant: GraphQL client failed")
+            Err(e) => BackfillClientFailed {
+                tenant: &t.name,
+                error: &e.to_string(),
             }
+            .emit(&deps.out.metrics),
         }
     }
+    clients
+}
+
+/// [`run`] with the historic pages from `clients` (per tenant).
+pub async fn run_with<P: HistoricPages + Send + 'static>(
+    plan: BackfillPlan,
+    clients: HashMap<Arc<str>, P>,
+    mut events: mpsc::UnboundedReceiver<SocketEvent>,
+    deps: BackfillDeps,
+) {
     // Before any gap is filled (socket events wait in their channel).
-    if let (Some(seed), Some(since)) = (
-        &deps.seed,
-        seed_since(&deps.resume_from, config.relay.gap_margin),
-    ) {
-        super::recent_ids::seed_from_broker(
-            &deps.live_ids,
-            &deps.recent,
-            seed.sink.as_ref(),
-            &seed.destinations,
-            since,
-            SEED_TIMEOUT,
-            &deps.metrics,
-        )
-        .await;
-    }
+    seed_memory(&deps, plan.margin).await;
+    let mut gaps = OpenGaps::resumed(&plan, &deps);
     let shared = Arc::new(Shared {
         clients,
         deps,
-        margin: config.relay.gap_margin,
-        recheck_after: config.relay.gap_recheck_after,
+        margin: plan.margin,
+        recheck_after: plan.recheck_after,
     });
-    // Per (tenant, source), while the socket is down: upstream time when it
-    // was last seen up, and the hold keeping the checkpoint before it.
-    type OpenGap = Option<(i64, u64)>;
-    let mut down_since: HashMap<(Arc<str>, DataSource), OpenGap> = HashMap::new();
-    for t in &config.tenants {
-        if let Some(&from) = shared.deps.resume_from.get(&t.name) {
-            for &source in &config.upstream.sources {
-                let tenant: Arc<str> = Arc::from(t.name.as_str());
-                let hold = shared.deps.clock.hold(&tenant, from);
-                down_since.insert((tenant, source), Some((from.upstream_ms, hold)));
-            }
-        }
-    }
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = JoinSet::new();
     while let Some(ev) = events.recv().await {
         match ev {
             SocketEvent::Disconnected {
                 tenant,
                 source,
                 at_ms,
-            } => {
-                // Only the first failure after being up opens a gap.
-                if let Some(slot @ None) = down_since.get_mut(&(tenant.clone(), source)) {
-                    let from = shared
-                        .deps
-                        .clock
-                        .mark(&tenant)
-                        .unwrap_or_else(|| ClockMark::now(at_ms));
-                    *slot = Some((from.upstream_ms, shared.deps.clock.hold(&tenant, from)));
-                }
-            }
+            } => gaps.open(&shared.deps.clock, tenant, source, at_ms),
             SocketEvent::Connected { tenant, source, .. } => {
-                let key = (tenant.clone(), source);
-                if let Some(Some((from, hold))) = down_since.insert(key, None) {
+                if let Some((from, hold)) = gaps.close(&tenant, source) {
                     let shared = shared.clone();
                     tasks.spawn(async move {
                         // Released only when every pass finished (not when
@@ -264,20 +203,69 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
+/// After a restart, remembers what is on the broker since the checkpoint.
+async fn seed_memory(deps: &BackfillDeps, margin: Duration) {
+    let (Some(seed), Some(since)) = (&deps.seed, seed_since(&deps.resume_from, margin)) else {
+        return;
+    };
+    recent_ids::seed_from_broker(
+        &deps.live_ids,
+        &deps.recent,
+        seed.sink.as_ref(),
+        &seed.destinations,
+        since,
+        SEED_TIMEOUT,
+        &deps.out.metrics,
+    )
+    .await;
+}
+
+/// A gap still open: the upstream time when the socket was last seen up,
+/// and the clock hold keeping the checkpoint before it.
+type OpenGap = (i64, u64);
+
+/// Per (tenant, source) that connected once: its open gap while it is down.
+struct OpenGaps(HashMap<(Arc<str>, DataSource), Option<OpenGap>>);
+
+impl OpenGaps {
+    /// The restart checkpoint is a gap of every socket of its tenant.
+    fn resumed(plan: &BackfillPlan, deps: &BackfillDeps) -> OpenGaps {
+        let mut gaps = HashMap::new();
+        for tenant in &plan.tenants {
+            if let Some(&from) = deps.resume_from.get(&**tenant) {
+                for &source in &plan.sources {
+                    let hold = deps.clock.hold(tenant, from);
+                    gaps.insert((tenant.clone(), source), Some((from.upstream_ms, hold)));
+                }
+            }
+        }
+        OpenGaps(gaps)
+    }
+
+    /// A socket went down: only the first failure after being up opens a gap.
+    fn open(&mut self, clock: &UpstreamClock, tenant: Arc<str>, source: DataSource, at_ms: i64) {
+        if let Some(slot @ None) = self.0.get_mut(&(tenant.clone(), source)) {
+            let from = clock.mark(&tenant).unwrap_or_else(|| ClockMark::now(at_ms));
+            *slot = Some((from.upstream_ms, clock.hold(&tenant, from)));
+        }
+    }
+
+    /// A socket is up: the gap it had open, if any.
+    fn close(&mut self, tenant: &Arc<str>, source: DataSource) -> Option<OpenGap> {
+        self.0.insert((tenant.clone(), source), None).flatten()
+    }
+}
+
 /// Closes the gap once the upstream clock moved past the reconnect, then
 /// backfills it (twice) or marks it.
-async fn fill(shared: &Shared, tenant: &Arc<str>, source: DataSource, from: i64) -> bool {
-    let at_reconnect = shared.deps.clock.now(tenant).unwrap_or(from);
-    let waited = tokio::time::Instant::now();
-    let to = loop {
-        let now = shared.deps.clock.now(tenant).unwrap_or(from);
-        if now > at_reconnect || waited.elapsed() >= SETTLE_MAX {
-            break now.max(from);
-        }
-        tokio::select! {
-            _ = shared.deps.stop.cancelled() => return false,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
+async fn fill<P: HistoricPages>(
+    shared: &Shared<P>,
+    tenant: &Arc<str>,
+    source: DataSource,
+    from: i64,
+) -> bool {
+    let Some(to) = settle(shared, tenant, from).await else {
+        return false;
     };
     let margin = shared.margin.as_millis() as i64;
     let (from, to) = (from - margin, to + margin);
@@ -287,20 +275,14 @@ async fn fill(shared: &Shared, tenant: &Arc<str>, source: DataSource, from: i64)
         from_ms: from,
         to_ms: to,
     }
-    .emit(&shared.deps.metrics);
+    .emit(&shared.deps.out.metrics);
     if source.graphql_root().is_none() {
-        let marker = shared.deps.builder.gap_marker(tenant, source, from, to);
+        let marker = shared.deps.out.builder.gap_marker(tenant, source, from, to);
         let _ = shared
             .deps
+            .out
             .tx
-            .send(Outgoing {
-                message: marker,
-                tenant: tenant.clone(),
-                source,
-                origin: "control",
-                stages: None,
-                tracker: None,
-            })
+            .send(Outgoing::control(marker, tenant.clone(), source))
             .await;
         return true;
     }
@@ -308,7 +290,7 @@ async fn fill(shared: &Shared, tenant: &Arc<str>, source: DataSource, from: i64)
     for pass in 1..=passes {
         if pass > 1 {
             tokio::select! {
-                _ = shared.deps.stop.cancelled() => return false,
+                _ = shared.deps.out.stop.cancelled() => return false,
                 _ = tokio::time::sleep(shared.recheck_after) => {}
             }
         }
@@ -319,54 +301,67 @@ async fn fill(shared: &Shared, tenant: &Arc<str>, source: DataSource, from: i64)
     true
 }
 
-async fn backfill_once(
-    shared: &Shared,
+/// The gap's end: the upstream clock once it moved past the reconnect (or
+/// after [`SETTLE_MAX`]); None when stopped meanwhile.
+async fn settle<P>(shared: &Shared<P>, tenant: &Arc<str>, from: i64) -> Option<i64> {
+    let clock = &shared.deps.clock;
+    let at_reconnect = clock.now(tenant).unwrap_or(from);
+    let waited = tokio::time::Instant::now();
+    loop {
+        let now = clock.now(tenant).unwrap_or(from);
+        if now > at_reconnect || waited.elapsed() >= SETTLE_MAX {
+            return Some(now.max(from));
+        }
+        tokio::select! {
+            _ = shared.deps.out.stop.cancelled() => return None,
+            _ = tokio::time::sleep(SETTLE_POLL) => {}
+        }
+    }
+}
+
+async fn backfill_once<P: HistoricPages>(
+    shared: &Shared<P>,
     tenant: &Arc<str>,
     source: DataSource,
     from: i64,
     to: i64,
     pass: u32,
 ) -> bool {
-    let Some(client) = shared.clients.get(tenant) else {
+    let Some(pages) = shared.clients.get(tenant) else {
         return false;
     };
     let ts = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
     let filter = OverviewFilter::window(&OverviewFilter::default(), ts(from), ts(to));
     let counters = Counters::default();
-    let result = replay_window(
-        client,
-        tenant.clone(),
+    let skip = Skip {
+        match_keys: Some(&shared.deps.recent),
+        reason: "already_live",
+        ..Skip::default()
+    };
+    let request = WindowRequest {
+        pages,
+        tenant: tenant.clone(),
         source,
-        &filter,
-        PAGE_SIZE,
-        &shared.deps.tx,
-        &shared.deps.builder,
-        &shared.deps.metrics,
-        &counters,
-        &shared.deps.stop,
-        Origin::Backfill,
-        &Skip {
-            match_keys: Some(&shared.deps.recent),
-            reason: "already_live",
-            ..Skip::default()
-        },
-    )
-    .await;
-    let published = counters.records.load(std::sync::atomic::Ordering::Relaxed);
-    let skipped = counters.skipped.load(std::sync::atomic::Ordering::Relaxed);
+        filter: &filter,
+        page_size: PAGE_SIZE,
+        origin: model::Origin::Backfill,
+        skip: &skip,
+        counters: &counters,
+    };
+    let result = window::walk(&shared.deps.out, request).await;
     GapBackfilled {
         tenant,
         source: source.as_str(),
         pass,
-        published,
-        already_published: skipped,
+        published: counters.records.load(std::sync::atomic::Ordering::Relaxed),
+        already_published: counters.skipped.load(std::sync::atomic::Ordering::Relaxed),
         error: match &result {
             Err(e) => Some(e.to_string()),
             Ok(WindowOutcome::Interrupted) => Some("interrupted by shutdown".into()),
             Ok(WindowOutcome::Done) => None,
         },
     }
-    .emit(&shared.deps.metrics);
+    .emit(&shared.deps.out.metrics);
     matches!(result, Ok(WindowOutcome::Done))
 }
 
@@ -379,47 +374,6 @@ mod tests {
             upstream_ms,
             seen_at_ms: upstream_ms * 10,
         }
-    }
-
-    #[test]
-    fn checkpoints_never_pass_an_open_gap() {
-        let clock = UpstreamClock::default();
-        let t: Arc<str> = Arc::from("acme");
-        clock.observe(&t, 100);
-        let up = |c: &UpstreamClock| -> Vec<(Arc<str>, i64)> {
-            c.snapshot()
-                .into_iter()
-                .map(|(t, m)| (t, m.upstream_ms))
-                .collect()
-        };
-        assert_eq!(up(&clock), vec![(t.clone(), 100)]);
-        let first = clock.hold(&t, mark(50));
-        let second = clock.hold(&t, mark(70));
-        clock.observe(&t, 120);
-        // A held checkpoint carries the wall time of the gap's start.
-        assert_eq!(clock.snapshot(), vec![(t.clone(), mark(50))]);
-        clock.release(first);
-        assert_eq!(up(&clock), vec![(t.clone(), 70)]);
-        clock.release(second);
-        assert_eq!(up(&clock), vec![(t.clone(), 120)]);
-        // Another tenant's gap holds only that tenant back.
-        let other: Arc<str> = Arc::from("other");
-        clock.hold(&other, mark(1));
-        assert_eq!(up(&clock), vec![(t, 120)]);
-    }
-
-    #[test]
-    fn the_wall_clock_mark_moves_only_with_the_upstream_clock() {
-        let clock = UpstreamClock::default();
-        let t: Arc<str> = Arc::from("acme");
-        clock.observe(&t, 100);
-        let first = clock.mark("acme").unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        clock.observe(&t, 90);
-        clock.observe(&t, 100);
-        assert_eq!(clock.mark("acme").unwrap(), first);
-        clock.observe(&t, 101);
-        assert!(clock.mark("acme").unwrap().seen_at_ms > first.seen_at_ms);
     }
 
     #[test]

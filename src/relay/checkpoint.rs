@@ -21,7 +21,7 @@
 //! `seen_at` is the relay's wall clock when the upstream clock was there: the
 //! broker stamps messages with wall-clock time, so after a restart it says
 //! where on the broker to look for what was already published (see
-//! [`crate::relay::recent_ids::seed_from_broker`]).
+//! [`crate::publish::recent_ids::seed_from_broker`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,12 +30,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::BatchTracker;
 use crate::config::{CheckpointMode, Config};
 use crate::ops::internal_events::{
-    CheckpointDisabled, CheckpointSaveFailed, CheckpointSaveRecovered, CheckpointSaved,
+    CheckpointDisabled, CheckpointLoadRetried, CheckpointSaveFailed, CheckpointSaveRecovered,
+    CheckpointSaved,
 };
 use crate::ops::Metrics;
+use crate::publish::outgoing::BatchTracker;
 use crate::sink::{Sink, SinkError, SinkErrorKind, StateStore};
 
 /// A point of the upstream clock, and when (relay wall clock, Unix ms) the
@@ -250,7 +251,7 @@ impl CheckpointStore {
         loop {
             match self.load_once().await {
                 Err(e) if e.is_retryable() && attempt < LOAD_ATTEMPTS => {
-                    tracing::warn!(error = %e, attempt, "cannot load the restart checkpoint; trying again");
+                    CheckpointLoadRetried { error: &e, attempt }.emit();
                     tokio::time::sleep(Duration::from_secs(attempt as u64)).await;
                     attempt += 1;
                 }

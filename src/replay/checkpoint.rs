@@ -1,6 +1,7 @@
 //! The replay checkpoint: which windows are fully published. Written
 //! atomically (temp file, fsync, rename) after every completed window, so a
-//! rerun of the same command skips them.
+//! rerun of the same command skips them. The file is read and written on a
+//! blocking thread: an fsync must not hold up a runtime thread.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -81,6 +82,22 @@ impl Checkpoint {
         })
     }
 
+    /// [`Checkpoint::open`] on a blocking thread.
+    pub async fn open_off_runtime(
+        path: PathBuf,
+        fingerprint: String,
+    ) -> Result<Self, CheckpointError> {
+        let at = path.clone();
+        tokio::task::spawn_blocking(move || Checkpoint::open(&path, &fingerprint))
+            .await
+            .unwrap_or_else(|e| {
+                Err(CheckpointError::Read {
+                    path: at,
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
+    }
+
     pub fn is_done(&self, key: &str) -> bool {
         self.file.completed.contains(key)
     }
@@ -90,40 +107,45 @@ impl Checkpoint {
     }
 
     /// Records a completed window and persists it atomically.
-    pub fn mark_done(&mut self, key: String) -> Result<(), CheckpointError> {
+    pub async fn mark_done(&mut self, key: String) -> Result<(), CheckpointError> {
         self.file.completed.insert(key);
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let tmp = path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(
-                serde_json::to_string(&self.file)
-                    .unwrap_or_default()
-                    .as_bytes(),
-            )?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            Ok(())
-        };
-        write().map_err(|source| CheckpointError::Write {
-            path: path.clone(),
-            source,
-        })
+        let text = serde_json::to_string(&self.file).unwrap_or_default();
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || replace_atomically(&target, text.as_bytes()))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            .map_err(|source| CheckpointError::Write {
+                path: path.clone(),
+                source,
+            })
     }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it and renames
+/// it over `path`: a crash leaves the old file or the new one, never half.
+fn replace_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn survives_reopen_and_rejects_other_replays() {
+    #[tokio::test]
+    async fn survives_reopen_and_rejects_other_replays() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.json");
-        let mut cp = Checkpoint::open(&path, "f1").unwrap();
-        cp.mark_done("t/calls/0/1".into()).unwrap();
+        let mut cp = Checkpoint::open_off_runtime(path.clone(), "f1".into())
+            .await
+            .unwrap();
+        cp.mark_done("t/calls/0/1".into()).await.unwrap();
         let cp = Checkpoint::open(&path, "f1").unwrap();
         assert!(cp.is_done("t/calls/0/1"));
         assert!(!cp.is_done("t/calls/1/2"));

@@ -1,34 +1,6 @@
-//! Pure planning: argument parsing for dates, and the split of a range into windows.
+//! Pure planning: the split of a range into windows.
 
-use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
-
-/// Parses the date forms users expect: RFC 3339 (`2025-10-01T00:00:00Z`), a
-/// plain day (`2025-10-01`, midnight UTC), `now`, `today`, `yesterday`, and
-/// relative `-7d` / `-12h` (before `now`).
-pub fn parse_instant(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    let s = raw.trim();
-    let midnight =
-        |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists"));
-    match s {
-        "now" => return Ok(now),
-        "today" => return Ok(midnight(now.date_naive())),
-        "yesterday" => return Ok(midnight(now.date_naive()) - ChronoDuration::days(1)),
-        _ => {}
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(midnight(d));
-    }
-    if let Some(rel) = s.strip_prefix('-') {
-        let d = humantime::parse_duration(rel).map_err(|e| format!("{raw:?}: {e}"))?;
-        return Ok(now - ChronoDuration::from_std(d).map_err(|e| e.to_string())?);
-    }
-    Err(format!(
-        "{raw:?} is not a date: use RFC 3339 (2025-10-01T00:00:00Z), a day (2025-10-01), now, today, yesterday or -7d"
-    ))
-}
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
 /// One window of one source for one tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,8 +20,6 @@ impl Window {
     }
 }
 
-/// Splits `[from, to)` into windows of `size`, aligned to `from`; the last
-/// one is shorter when the range does not divide evenly.
 /// `t` rounded down to a multiple of `step` since the Unix epoch (UTC), so
 /// "now" means the same window boundary for every run within that window.
 pub fn align_down(t: DateTime<Utc>, step: std::time::Duration) -> DateTime<Utc> {
@@ -61,6 +31,8 @@ pub fn align_down(t: DateTime<Utc>, step: std::time::Duration) -> DateTime<Utc> 
     DateTime::<Utc>::from_timestamp_millis(ms - ms.rem_euclid(step)).unwrap_or(t)
 }
 
+/// Splits `[from, to)` into windows of `size`, aligned to `from`; the last
+/// one is shorter when the range does not divide evenly.
 pub fn split(from: DateTime<Utc>, to: DateTime<Utc>, size: std::time::Duration) -> Vec<Window> {
     let step = ChronoDuration::from_std(size).unwrap_or(ChronoDuration::hours(1));
     let step = if step <= ChronoDuration::zero() {
@@ -87,32 +59,6 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    #[test]
-    fn dates_in_every_supported_form() {
-        let now = t("2025-10-11T15:30:00Z");
-        assert_eq!(
-            parse_instant("2025-10-01T00:00:00Z", now).unwrap(),
-            t("2025-10-01T00:00:00Z")
-        );
-        assert_eq!(
-            parse_instant("2025-10-01", now).unwrap(),
-            t("2025-10-01T00:00:00Z")
-        );
-        assert_eq!(
-            parse_instant("yesterday", now).unwrap(),
-            t("2025-10-10T00:00:00Z")
-        );
-        assert_eq!(
-            parse_instant("today", now).unwrap(),
-            t("2025-10-11T00:00:00Z")
-        );
-        assert_eq!(
-            parse_instant("-7d", now).unwrap(),
-            t("2025-10-04T15:30:00Z")
-        );
-        assert!(parse_instant("last tuesday", now).is_err());
     }
 
     #[test]

@@ -37,10 +37,10 @@ use super::faults::{malformed_frame, oversized_payload, Dice, MalformedFrame, Ma
 use super::journey::{
     presence_slots, Journey, JourneyEvent, RecordRef, Source, World, HOUR_MS, MAX_JOURNEY_MS,
 };
-use super::live::{close, OpenGuard};
 use super::render::{
     call_summaries, full_profile_history, full_profile_live, full_record, live_payload,
 };
+use super::socket::{close, OpenGuard};
 use super::stats::bump;
 use super::AppState;
 

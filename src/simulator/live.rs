@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +29,7 @@ use super::journey::{
     MAX_JOURNEY_MS,
 };
 use super::render::{full_profile_live, full_record, live_payload};
+use super::socket::{close, OpenGuard};
 use super::stats::bump;
 use super::window::profile_history_hour;
 use super::{plain, AppState};
@@ -325,13 +326,6 @@ pub(crate) async fn drive_tenant(state: Arc<AppState>, tenant: usize) {
     }
 }
 
-pub(super) fn close(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }))
-}
-
 /// Every request that is not `/graphql` or `/_simulator/stats`: WebSocket
 /// handshakes for the five datasources (and anything else).
 pub(crate) async fn handle_upgrade(
@@ -381,14 +375,6 @@ fn to_message(f: Frame) -> Message {
     match f {
         Frame::Text(t) => Message::Text(t),
         Frame::Binary(b) => Message::Binary(b),
-    }
-}
-
-/// Counts a client socket as open while it lives.
-pub(super) struct OpenGuard(pub(super) Arc<AppState>);
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.counters.connections_open.fetch_sub(1, Relaxed);
     }
 }
 

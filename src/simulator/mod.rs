@@ -26,6 +26,7 @@ pub mod graphql;
 pub mod journey;
 pub mod live;
 pub mod render;
+mod socket;
 pub mod stats;
 pub mod window;
 

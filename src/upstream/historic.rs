@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use backon::Retryable;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -133,6 +134,14 @@ impl HistoricError {
             _ => false,
         }
     }
+
+    /// The delay the server asked for (HTTP `Retry-After`).
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            HistoricError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 /// Retry policy for retryable errors.
@@ -141,6 +150,17 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub min_delay: Duration,
     pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// The delays before each retry: from `min_delay`, doubling, capped at
+    /// `max_delay`, `max_attempts - 1` of them.
+    fn delays(&self) -> backon::ExponentialBuilder {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+    }
 }
 
 impl Default for RetryPolicy {
@@ -215,44 +235,28 @@ impl GraphqlClient {
             "query": query,
             "variables": { "filter": filter, "first": first, "after": after },
         });
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.post_once(root, &query, &body).await {
-                Ok(page) => {
-                    if page.data.len() > first as usize {
-                        return Err(HistoricError::PageTooLarge {
-                            got: page.data.len(),
-                            first,
-                        });
-                    }
-                    return Ok(page);
-                }
-                Err(e) if e.is_retryable() && attempt < self.retry.max_attempts => {
-                    let backoff = self
-                        .retry
-                        .min_delay
-                        .saturating_mul(1 << (attempt - 1).min(16))
-                        .min(self.retry.max_delay);
-                    let delay = match &e {
-                        // The server said when; honour it even above our own cap.
-                        HistoricError::Http {
-                            retry_after: Some(ra),
-                            ..
-                        } => *ra,
-                        _ => backoff,
-                    };
-                    on_retry(&e, delay);
-                    tokio::time::sleep(delay).await;
-                }
-                Err(e) if e.is_retryable() => {
-                    return Err(HistoricError::RetriesExhausted {
-                        attempts: attempt,
-                        last: Box::new(e),
-                    })
-                }
-                Err(e) => return Err(e),
-            }
+        let mut attempts = 0;
+        let page = (|| {
+            attempts += 1;
+            self.post_once(root, &query, &body)
+        })
+        .retry(self.retry.delays())
+        .when(HistoricError::is_retryable)
+        // The server said when; honour it even above our own cap.
+        .adjust(|e, delay| delay.map(|d| e.retry_after().unwrap_or(d)))
+        .notify(|e, delay| on_retry(e, delay))
+        .await;
+        match page {
+            Ok(page) if page.data.len() > first as usize => Err(HistoricError::PageTooLarge {
+                got: page.data.len(),
+                first,
+            }),
+            Ok(page) => Ok(page),
+            Err(e) if e.is_retryable() => Err(HistoricError::RetriesExhausted {
+                attempts,
+                last: Box::new(e),
+            }),
+            Err(e) => Err(e),
         }
     }
 

@@ -26,7 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{redact_url, Secret, UpstreamConfig};
 use crate::model::DataSource;
-use crate::ops::internal_events::*;
+use crate::ops::internal_events::{
+    FrameReceivedCounter, WebSocketBackoffScheduled, WebSocketConnectionEstablished,
+    WebSocketConnectionLost, WebSocketPathRejected, WebSocketStopped, WebSocketUnauthorized,
+};
 use crate::ops::{Health, Metrics, SocketState};
 
 /// Bytes tungstenite reads from the socket at a time. Its 128 KiB default is
@@ -122,90 +125,88 @@ enum Ended {
     InvalidPath,
 }
 
+/// What came off the socket, as the read loop acts on it.
+enum Incoming {
+    Frame(FramePayload),
+    Pong,
+    /// tungstenite queued the pong; it must be flushed.
+    Ping,
+    Ignored,
+    /// The Studio API's answer to an unknown path.
+    InvalidPath,
+    Ended(Ended),
+}
+
+/// The socket as tungstenite hands it over.
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The reconnect delays of one socket: exponential from `backoff_min` to
+/// `backoff_max` with full jitter, started over after a healthy connection.
+struct Reconnects {
+    min: Duration,
+    max: Duration,
+    delays: backon::ExponentialBackoff,
+    attempt: u32,
+}
+
+impl Reconnects {
+    fn new(settings: &UpstreamConfig) -> Reconnects {
+        Reconnects {
+            min: settings.backoff_min,
+            max: settings.backoff_max,
+            delays: exponential(settings.backoff_min, settings.backoff_max),
+            attempt: 0,
+        }
+    }
+
+    /// The next delay, after a connection that stayed up `up_for`.
+    fn next(&mut self, up_for: Duration, healthy_after: Duration) -> Duration {
+        if up_for >= healthy_after {
+            self.attempt = 0;
+            self.delays = exponential(self.min, self.max);
+        }
+        self.attempt = self.attempt.saturating_add(1);
+        let cap = self.delays.next().unwrap_or(self.max);
+        full_jitter(self.min, cap)
+    }
+}
+
+fn exponential(min: Duration, max: Duration) -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .without_max_times()
+        .build()
+}
+
+/// Full jitter: uniform in [min/2, cap] (cap at least `min`).
+fn full_jitter(min: Duration, cap: Duration) -> Duration {
+    rand::thread_rng().gen_range(min / 2..=cap.max(min))
+}
+
 impl LiveSocket {
     /// Runs until `shutdown`. Never returns an error: every failure is
     /// reported (log, metric, health) and retried.
     pub async fn run(self, out: mpsc::Sender<LiveFrame>, shutdown: CancellationToken) {
         let url = socket_url(&self.settings.live_url, self.source);
-        let source = self.source.as_str();
-        let tenant = self.tenant.clone();
-        let mut attempt: u32 = 0;
-        self.health
-            .set_socket(&tenant, source, SocketState::Starting);
-        loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
+        let mut reconnects = Reconnects::new(&self.settings);
+        self.set_state(SocketState::Starting);
+        while !shutdown.is_cancelled() {
             let started = Instant::now();
-            let ended = self.connect_and_read(&url, attempt, &out, &shutdown).await;
-            let now_ms = chrono::Utc::now().timestamp_millis();
-            let delay = match ended {
-                Ended::Shutdown => break,
-                Ended::Unauthorized => {
-                    let delay = jitter_around(self.settings.auth_backoff);
-                    WebSocketUnauthorized {
-                        tenant: &tenant,
-                        source,
-                        retry_in: delay,
-                    }
-                    .emit(&self.metrics);
-                    self.health
-                        .set_socket(&tenant, source, SocketState::Unauthorized);
-                    delay
-                }
-                Ended::InvalidPath => {
-                    let delay = jitter_around(self.settings.auth_backoff);
-                    WebSocketPathRejected {
-                        tenant: &tenant,
-                        source,
-                        url: &redact_url(&url),
-                        retry_in: delay,
-                    }
-                    .emit(&self.metrics);
-                    self.health
-                        .set_socket(&tenant, source, SocketState::InvalidPath);
-                    delay
-                }
-                Ended::Lost { reason, detail } => {
-                    if started.elapsed() >= self.settings.healthy_after {
-                        attempt = 0;
-                    }
-                    attempt = attempt.saturating_add(1);
-                    WebSocketConnectionLost {
-                        tenant: &tenant,
-                        source,
-                        reason,
-                        detail: &detail,
-                    }
-                    .emit(&self.metrics);
-                    let delay = full_jitter(
-                        self.settings.backoff_min,
-                        self.settings.backoff_max,
-                        attempt,
-                    );
-                    WebSocketBackoffScheduled {
-                        tenant: &tenant,
-                        source,
-                        attempt,
-                        delay,
-                    }
-                    .emit(&self.metrics);
-                    self.health.set_socket(
-                        &tenant,
-                        source,
-                        SocketState::BackingOff {
-                            attempt,
-                            reason: reason.to_string(),
-                        },
-                    );
-                    delay
-                }
+            let ended = self
+                .connect_and_read(&url, reconnects.attempt, &out, &shutdown)
+                .await;
+            let Some(delay) = self.delay_after(ended, &url, started.elapsed(), &mut reconnects)
+            else {
+                break;
             };
             if let Some(ev) = &self.events {
                 let _ = ev.send(SocketEvent::Disconnected {
-                    tenant: tenant.clone(),
+                    tenant: self.tenant.clone(),
                     source: self.source,
-                    at_ms: now_ms,
+                    at_ms: chrono::Utc::now().timestamp_millis(),
                 });
             }
             tokio::select! {
@@ -213,12 +214,79 @@ impl LiveSocket {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
-        self.metrics
-            .socket_connected
-            .with_label_values(&[&tenant, source])
-            .set(0);
+        WebSocketStopped {
+            tenant: &self.tenant,
+            source: self.source.as_str(),
+        }
+        .emit(&self.metrics);
+        self.set_state(SocketState::Stopped);
+    }
+
+    fn set_state(&self, state: SocketState) {
         self.health
-            .set_socket(&tenant, source, SocketState::Stopped);
+            .set_socket(&self.tenant, self.source.as_str(), state);
+    }
+
+    /// Reports how the connection ended; the delay before the next one
+    /// (None: shutdown).
+    fn delay_after(
+        &self,
+        ended: Ended,
+        url: &str,
+        up_for: Duration,
+        reconnects: &mut Reconnects,
+    ) -> Option<Duration> {
+        let (tenant, source) = (&*self.tenant, self.source.as_str());
+        let delay = match ended {
+            Ended::Shutdown => return None,
+            Ended::Unauthorized => {
+                let retry_in = jitter_around(self.settings.auth_backoff);
+                WebSocketUnauthorized {
+                    tenant,
+                    source,
+                    retry_in,
+                }
+                .emit(&self.metrics);
+                self.set_state(SocketState::Unauthorized);
+                retry_in
+            }
+            Ended::InvalidPath => {
+                let retry_in = jitter_around(self.settings.auth_backoff);
+                let url = &redact_url(url);
+                WebSocketPathRejected {
+                    tenant,
+                    source,
+                    url,
+                    retry_in,
+                }
+                .emit(&self.metrics);
+                self.set_state(SocketState::InvalidPath);
+                retry_in
+            }
+            Ended::Lost { reason, detail } => {
+                let detail = &detail;
+                let delay = reconnects.next(up_for, self.settings.healthy_after);
+                let attempt = reconnects.attempt;
+                WebSocketConnectionLost {
+                    tenant,
+                    source,
+                    reason,
+                    detail,
+                }
+                .emit(&self.metrics);
+                WebSocketBackoffScheduled {
+                    tenant,
+                    source,
+                    attempt,
+                    delay,
+                }
+                .emit(&self.metrics);
+                let reason = reason.to_string();
+                self.set_state(SocketState::BackingOff { attempt, reason });
+                delay
+            }
+        };
+        Some(delay)
     }
 
     async fn connect_and_read(
@@ -228,35 +296,18 @@ impl LiveSocket {
         out: &mpsc::Sender<LiveFrame>,
         shutdown: &CancellationToken,
     ) -> Ended {
-        let source = self.source.as_str();
-        let mut request = match url.into_client_request() {
-            Ok(r) => r,
-            Err(e) => {
-                return Ended::Lost {
-                    reason: "handshake",
-                    detail: format!("bad URL: {e}"),
-                }
-            }
+        let ws = match self.connect(url, shutdown).await {
+            Ok(ws) => ws,
+            Err(ended) => return ended,
         };
-        let bearer = format!("Bearer {}", self.token.expose());
-        match bearer.parse() {
-            Ok(v) => {
-                request.headers_mut().insert(http_auth(), v);
-            }
-            Err(_) => return Ended::Unauthorized,
-        }
-        // The library refuses frames above its limit by failing the whole
-        // connection; keep its limit well above ours so that an oversized frame
-        // is dead-lettered by us instead of costing a reconnect.
-        let library_limit = self
-            .settings
-            .max_frame_bytes
-            .saturating_mul(4)
-            .max(64 << 20);
-        let ws_config = tungstenite::protocol::WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER_BYTES)
-            .max_message_size(Some(library_limit))
-            .max_frame_size(Some(library_limit));
+        self.announce_connected(attempt);
+        self.read(ws, out, shutdown).await
+    }
+
+    /// The handshake, with the Bearer token, within `connect_timeout`.
+    async fn connect(&self, url: &str, shutdown: &CancellationToken) -> Result<Stream, Ended> {
+        let request = self.request(url)?;
+        let ws_config = self.ws_config();
         let receive_buffer = self.settings.receive_buffer_bytes;
         let connect = async move {
             let tcp = open_tcp(&request, receive_buffer).await?;
@@ -264,62 +315,97 @@ impl LiveSocket {
                 .await
         };
         let ws = tokio::select! {
-            _ = shutdown.cancelled() => return Ended::Shutdown,
+            _ = shutdown.cancelled() => return Err(Ended::Shutdown),
             r = tokio::time::timeout(self.settings.connect_timeout, connect) => r,
         };
-        let mut ws = match ws {
-            Err(_) => {
-                return Ended::Lost {
-                    reason: "network",
-                    detail: "connect timeout".into(),
-                }
-            }
-            Ok(Err(tungstenite::Error::Http(resp))) => {
-                let status = resp.status().as_u16();
-                return match status {
-                    401 => Ended::Unauthorized,
-                    500..=599 => Ended::Lost {
-                        reason: "http_5xx",
-                        detail: format!("handshake answered HTTP {status}"),
-                    },
-                    _ => Ended::Lost {
-                        reason: "handshake",
-                        detail: format!("handshake answered HTTP {status}"),
-                    },
-                };
-            }
-            Ok(Err(e)) => {
-                return Ended::Lost {
-                    reason: "network",
-                    detail: scrub(&e.to_string(), &self.token),
-                }
-            }
-            Ok(Ok((ws, _response))) => ws,
+        match ws {
+            Err(_) => Err(Ended::Lost {
+                reason: "network",
+                detail: "connect timeout".into(),
+            }),
+            Ok(Err(e)) => Err(self.handshake_failed(e)),
+            Ok(Ok((ws, _response))) => Ok(ws),
+        }
+    }
+
+    fn request(&self, url: &str) -> Result<tungstenite::handshake::client::Request, Ended> {
+        let mut request = url.into_client_request().map_err(|e| Ended::Lost {
+            reason: "handshake",
+            detail: format!("bad URL: {e}"),
+        })?;
+        let bearer = format!("Bearer {}", self.token.expose());
+        let value = bearer.parse().map_err(|_| Ended::Unauthorized)?;
+        request.headers_mut().insert(http_auth(), value);
+        Ok(request)
+    }
+
+    /// The library refuses frames above its limit by failing the whole
+    /// connection; keep its limit well above ours so that an oversized
+    /// frame is dead-lettered by us instead of costing a reconnect.
+    fn ws_config(&self) -> tungstenite::protocol::WebSocketConfig {
+        let library_limit = self
+            .settings
+            .max_frame_bytes
+            .saturating_mul(4)
+            .max(64 << 20);
+        tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .max_message_size(Some(library_limit))
+            .max_frame_size(Some(library_limit))
+    }
+
+    fn handshake_failed(&self, e: tungstenite::Error) -> Ended {
+        let tungstenite::Error::Http(resp) = e else {
+            return Ended::Lost {
+                reason: "network",
+                detail: scrub(&e.to_string(), &self.token),
+            };
         };
-        let tenant = self.tenant.clone();
+        let status = resp.status().as_u16();
+        let detail = format!("handshake answered HTTP {status}");
+        match status {
+            401 => Ended::Unauthorized,
+            500..=599 => Ended::Lost {
+                reason: "http_5xx",
+                detail,
+            },
+            _ => Ended::Lost {
+                reason: "handshake",
+                detail,
+            },
+        }
+    }
+
+    fn announce_connected(&self, attempt: u32) {
         WebSocketConnectionEstablished {
-            tenant: &tenant,
-            source,
+            tenant: &self.tenant,
+            source: self.source.as_str(),
             attempt,
         }
         .emit(&self.metrics);
-        self.health
-            .set_socket(&tenant, source, SocketState::Connected);
+        self.set_state(SocketState::Connected);
         if let Some(ev) = &self.events {
-            let at_ms = chrono::Utc::now().timestamp_millis();
             let _ = ev.send(SocketEvent::Connected {
-                tenant: tenant.clone(),
+                tenant: self.tenant.clone(),
                 source: self.source,
-                at_ms,
+                at_ms: chrono::Utc::now().timestamp_millis(),
             });
         }
+    }
 
+    /// Reads frames until the connection ends, pinging for liveness.
+    async fn read(
+        &self,
+        mut ws: Stream,
+        out: &mpsc::Sender<LiveFrame>,
+        shutdown: &CancellationToken,
+    ) -> Ended {
         let mut ping = tokio::time::interval(self.settings.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await; // the first tick is immediate
         let mut pong_deadline: Option<tokio::time::Instant> = None;
-        let max = self.settings.max_frame_bytes;
-        let frames_received = FrameReceivedCounter::new(&self.metrics, &tenant, source);
+        let frames_received =
+            FrameReceivedCounter::new(&self.metrics, &self.tenant, self.source.as_str());
         loop {
             let deadline = pong_deadline;
             let msg = tokio::select! {
@@ -339,74 +425,26 @@ impl LiveSocket {
                 }
                 msg = ws.next() => msg,
             };
-            let payload = match msg {
-                None => {
-                    return Ended::Lost {
-                        reason: "closed",
-                        detail: "stream ended".into(),
-                    }
-                }
-                Some(Err(e)) => {
-                    return Ended::Lost {
-                        reason: "network",
-                        detail: scrub(&e.to_string(), &self.token),
-                    }
-                }
-                Some(Ok(Message::Pong(_))) => {
+            let payload = match self.incoming(msg) {
+                Incoming::Frame(payload) => payload,
+                Incoming::Pong => {
                     pong_deadline = None;
                     continue;
                 }
-                Some(Ok(Message::Ping(_))) => {
-                    // tungstenite queued the pong; make sure it leaves now.
+                Incoming::Ping => {
                     let _ = ws.flush().await;
                     continue;
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    let detail = frame
-                        .map(|f| format!("close {} {}", u16::from(f.code), f.reason))
-                        .unwrap_or_default();
-                    return Ended::Lost {
-                        reason: "closed",
-                        detail,
-                    };
+                Incoming::Ignored => continue,
+                Incoming::InvalidPath => {
+                    let _ = ws.close(None).await;
+                    return Ended::InvalidPath;
                 }
-                Some(Ok(Message::Frame(_))) => continue,
-                Some(Ok(Message::Text(text))) => {
-                    if text.as_str() == INVALID_PATH_FRAME {
-                        let _ = ws.close(None).await;
-                        return Ended::InvalidPath;
-                    }
-                    if text.len() > max {
-                        let bytes = Bytes::from(text);
-                        FramePayload::Oversized {
-                            len: bytes.len(),
-                            head: bytes.slice(..max.min(64 * 1024)),
-                        }
-                    } else {
-                        FramePayload::Text(text)
-                    }
-                }
-                Some(Ok(Message::Binary(bytes))) => {
-                    if bytes.len() > max {
-                        FramePayload::Oversized {
-                            len: bytes.len(),
-                            head: bytes.slice(..max.min(64 * 1024)),
-                        }
-                    } else {
-                        FramePayload::Binary(bytes)
-                    }
-                }
+                Incoming::Ended(ended) => return ended,
             };
             frames_received.emit();
-            let frame = LiveFrame {
-                tenant: tenant.clone(),
-                source: self.source,
-                received_at_ms: chrono::Utc::now().timestamp_millis(),
-                received: Instant::now(),
-                payload,
-            };
             let waited = Instant::now();
-            if out.send(frame).await.is_err() {
+            if out.send(self.frame(payload)).await.is_err() {
                 // The pipeline is gone: only happens on shutdown.
                 return Ended::Shutdown;
             }
@@ -415,6 +453,58 @@ impl LiveSocket {
             if let Some(d) = pong_deadline.as_mut() {
                 *d += waited.elapsed();
             }
+        }
+    }
+
+    /// What one read from the socket means.
+    fn incoming(&self, msg: Option<Result<Message, tungstenite::Error>>) -> Incoming {
+        let max = self.settings.max_frame_bytes;
+        let oversized = |bytes: Bytes| FramePayload::Oversized {
+            len: bytes.len(),
+            head: bytes.slice(..max.min(64 * 1024)),
+        };
+        let msg = match msg {
+            None => {
+                return Incoming::Ended(Ended::Lost {
+                    reason: "closed",
+                    detail: "stream ended".into(),
+                })
+            }
+            Some(Err(e)) => {
+                return Incoming::Ended(Ended::Lost {
+                    reason: "network",
+                    detail: scrub(&e.to_string(), &self.token),
+                })
+            }
+            Some(Ok(msg)) => msg,
+        };
+        match msg {
+            Message::Pong(_) => Incoming::Pong,
+            Message::Ping(_) => Incoming::Ping,
+            Message::Frame(_) => Incoming::Ignored,
+            Message::Close(frame) => Incoming::Ended(Ended::Lost {
+                reason: "closed",
+                detail: frame
+                    .map(|f| format!("close {} {}", u16::from(f.code), f.reason))
+                    .unwrap_or_default(),
+            }),
+            Message::Text(text) if text.as_str() == INVALID_PATH_FRAME => Incoming::InvalidPath,
+            Message::Text(text) if text.len() > max => {
+                Incoming::Frame(oversized(Bytes::from(text)))
+            }
+            Message::Text(text) => Incoming::Frame(FramePayload::Text(text)),
+            Message::Binary(bytes) if bytes.len() > max => Incoming::Frame(oversized(bytes)),
+            Message::Binary(bytes) => Incoming::Frame(FramePayload::Binary(bytes)),
+        }
+    }
+
+    fn frame(&self, payload: FramePayload) -> LiveFrame {
+        LiveFrame {
+            tenant: self.tenant.clone(),
+            source: self.source,
+            received_at_ms: chrono::Utc::now().timestamp_millis(),
+            received: Instant::now(),
+            payload,
         }
     }
 }
@@ -486,14 +576,6 @@ fn scrub(text: &str, token: &Secret) -> String {
     text.replace(token.expose(), crate::config::REDACTED)
 }
 
-/// Exponential backoff with full jitter: uniform in [min/2, min(max, min·2^(attempt-1))].
-pub fn full_jitter(min: Duration, max: Duration, attempt: u32) -> Duration {
-    let exp = min.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    let cap = exp.min(max).max(min);
-    let lo = min / 2;
-    rand::thread_rng().gen_range(lo..=cap)
-}
-
 /// ±20 % around a fixed delay so many sockets do not retry in lockstep.
 pub fn jitter_around(d: Duration) -> Duration {
     let f: f64 = rand::thread_rng().gen_range(0.8..=1.2);
@@ -526,19 +608,50 @@ mod tests {
         assert!(socket.recv_buffer_size().unwrap() > 64 * 1024);
     }
 
+    fn reconnects(min_ms: u64, max_ms: u64) -> Reconnects {
+        Reconnects::new(&UpstreamConfig {
+            backoff_min: Duration::from_millis(min_ms),
+            backoff_max: Duration::from_millis(max_ms),
+            ..UpstreamConfig::default()
+        })
+    }
+
     #[test]
     fn backoff_grows_and_stays_bounded() {
-        let min = Duration::from_millis(100);
-        let max = Duration::from_secs(5);
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        let healthy = Duration::from_secs(60);
+        let mut r = reconnects(100, 5_000);
         for attempt in 1..40 {
-            let d = full_jitter(min, max, attempt);
-            assert!(d >= min / 2 && d <= max, "attempt {attempt}: {d:?}");
+            let d = r.next(Duration::ZERO, healthy);
+            assert_eq!(r.attempt, attempt);
+            // Full jitter under the exponential cap: min·2^(attempt-1), at most max.
+            let cap = min.saturating_mul(1 << (attempt - 1).min(20)).min(max);
+            assert!(
+                d >= min / 2 && d <= cap,
+                "attempt {attempt}: {d:?} above {cap:?}"
+            );
         }
-        let late: Vec<_> = (0..50).map(|_| full_jitter(min, max, 10)).collect();
+        let late: Vec<_> = (0..50)
+            .map(|_| {
+                let mut r = reconnects(100, 5_000);
+                (1..10).for_each(|_| _ = r.next(Duration::ZERO, healthy));
+                r.next(Duration::ZERO, healthy)
+            })
+            .collect();
         assert!(
             late.iter().any(|d| *d > Duration::from_secs(1)),
             "backoff should grow: {late:?}"
         );
+    }
+
+    #[test]
+    fn a_healthy_connection_starts_the_backoff_over() {
+        let healthy = Duration::from_secs(60);
+        let mut r = reconnects(100, 5_000);
+        (0..8).for_each(|_| _ = r.next(Duration::ZERO, healthy));
+        let d = r.next(healthy, healthy);
+        assert_eq!(r.attempt, 1);
+        assert!(d <= Duration::from_millis(100), "{d:?}");
     }
 
     #[test]

@@ -5,11 +5,15 @@
 //! Order is kept: once a message has been spooled, every later message is
 //! spooled too until the spool has been drained back into the queue, in the
 //! order written. Segments are append-only files of framed records
-//! (`len u32 | check [4] | body`, `check` = the first bytes of SHA-256 of the
-//! body); a torn or corrupt tail (a crash mid-write) is detected, counted and
-//! skipped. What a previous process left behind is drained first on start.
-//! Past `relay.spool_max_bytes` the spool stops taking messages and the
-//! queue applies back-pressure, as without a spool.
+//! (`len u32 | check [4] | body`, `check` = the CRC32C of the body, little
+//! endian); a torn or corrupt tail (a crash mid-write) is detected, counted
+//! and skipped. What a previous process left behind is drained first on
+//! start. Past `relay.spool_max_bytes` the spool stops taking messages and
+//! the queue applies back-pressure, as without a spool.
+//!
+//! Writing, fsyncing and reading segments run on blocking threads, never on
+//! the runtime's: an fsync can take milliseconds. The common case (no spool
+//! in use and room in the queue) stays on the caller's thread.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -18,17 +22,30 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 
-use super::{BatchTracker, Outgoing, StageTimes};
 use crate::model::DataSource;
+use crate::ops::internal_events::{
+    SpoolLeftOver, SpoolRecordSkipped, SpoolSizeChanged, SpoolWriteFailed,
+};
 use crate::ops::Metrics;
+use crate::publish::outgoing::{BatchTracker, Origin, Outgoing, StageTimes};
 use crate::sink::OutboundMessage;
 
 /// A new segment file is started past this size.
 const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// The on-disk spool behind the publisher's queue.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    /// fsync every record (slower; survives a power cut, not only a crash).
+    pub fsync: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("relay.spool_dir {path}: {message}")]
@@ -37,18 +54,24 @@ pub struct SpoolError {
     message: String,
 }
 
-fn origin_code(o: &str) -> u8 {
+fn origin_code(o: Origin) -> u8 {
     match o {
-        "live" => 0,
-        "backfill" => 1,
-        "replay" => 2,
-        "deadletter" => 3,
-        _ => 4,
+        Origin::Live => 0,
+        Origin::Backfill => 1,
+        Origin::Replay => 2,
+        Origin::DeadLetter => 3,
+        Origin::Control => 4,
     }
 }
 
-fn origin_name(c: u8) -> &'static str {
-    ["live", "backfill", "replay", "deadletter", "control"][c.min(4) as usize]
+fn origin_from_code(c: u8) -> Origin {
+    [
+        Origin::Live,
+        Origin::Backfill,
+        Origin::Replay,
+        Origin::DeadLetter,
+        Origin::Control,
+    ][c.min(4) as usize]
 }
 
 fn put(buf: &mut Vec<u8>, b: &[u8]) {
@@ -110,7 +133,7 @@ impl Cursor<'_> {
 fn decode(body: &[u8]) -> Option<(u64, Outgoing)> {
     let mut c = Cursor(body);
     let seq = u64::from_le_bytes(c.take(8)?.try_into().ok()?);
-    let origin = origin_name(c.take(1)?[0]);
+    let origin = origin_from_code(c.take(1)?[0]);
     let source = *DataSource::ALL.get(c.take(1)?[0] as usize)?;
     let tenant: Arc<str> = Arc::from(c.string()?.as_str());
     let destination = c.string()?;
@@ -125,28 +148,21 @@ fn decode(body: &[u8]) -> Option<(u64, Outgoing)> {
     }
     let payload = Bytes::from(c.bytes()?);
     let event_id = c.string()?;
-    Some((
-        seq,
-        Outgoing {
-            message: OutboundMessage {
-                destination,
-                key,
-                headers,
-                payload,
-                event_id,
-            },
-            tenant,
-            source,
-            origin,
-            stages: None,
-            tracker: None,
-        },
-    ))
+    let message = OutboundMessage {
+        destination,
+        key,
+        headers,
+        payload,
+        event_id,
+    };
+    Some((seq, Outgoing::new(message, tenant, source, origin)))
 }
 
+/// A record's checksum. It only has to catch a record torn by a crash
+/// mid-write (or a flipped bit), not tampering: a CRC32C does that, at a
+/// fraction of a cryptographic hash's cost.
 fn check(body: &[u8]) -> [u8; 4] {
-    let d = Sha256::digest(body);
-    [d[0], d[1], d[2], d[3]]
+    crc32c::crc32c(body).to_le_bytes()
 }
 
 struct Segment {
@@ -161,8 +177,6 @@ struct State {
     written_in_last: u64,
     reader: Option<BufReader<File>>,
     bytes: u64,
-    /// A record read from disk and not yet in the queue (order guard).
-    in_hand: bool,
     next_seq: u64,
     /// Trackers and hand-over times of records spooled by this process.
     memory: HashMap<u64, (Option<Arc<BatchTracker>>, Option<StageTimes>)>,
@@ -175,6 +189,8 @@ pub struct Spool {
     max_bytes: u64,
     fsync: bool,
     state: Mutex<State>,
+    /// Records read from disk and not yet all in the queue (order guard).
+    in_hand: AtomicBool,
     wake: Notify,
     metrics: Arc<Metrics>,
 }
@@ -223,33 +239,95 @@ impl Spool {
                 written_in_last: SEGMENT_BYTES, // never append to an old segment
                 reader: None,
                 bytes,
-                in_hand: false,
                 next_seq: 0,
                 memory: HashMap::new(),
                 corrupt: 0,
             }),
+            in_hand: AtomicBool::new(false),
             wake: Notify::new(),
             metrics,
         });
         if left > 0 {
-            tracing::warn!(
-                segments = left,
+            SpoolLeftOver {
+                segments: left,
                 bytes,
-                "spool: draining what a previous run left, before anything new"
-            );
+            }
+            .emit(&spool.metrics);
         }
-        spool.metrics.spool_bytes.set(bytes as i64);
+        SpoolSizeChanged { bytes }.emit(&spool.metrics);
         Ok(spool)
+    }
+
+    /// [`Spool::open`] on a blocking thread (it lists and sizes the segments).
+    pub async fn open_off_runtime(
+        settings: SpoolSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Spool>, SpoolError> {
+        let dir = settings.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            Spool::open(settings.dir, settings.max_bytes, settings.fsync, metrics)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(SpoolError {
+                path: dir,
+                message: e.to_string(),
+            })
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The state, unless a blocking thread holds it (writing, maybe fsyncing).
+    fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, State>> {
+        match self.state.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// True while messages must go through the spool to keep their order:
-    /// a segment exists until every record in it has been read.
-    fn active(s: &State) -> bool {
-        !s.segments.is_empty() || s.in_hand
+    /// a segment exists until every record in it has been read, and read
+    /// records are in hand until all are in the queue.
+    fn active(&self, s: &State) -> bool {
+        !s.segments.is_empty() || self.in_hand.load(Ordering::SeqCst)
+    }
+
+    /// Hands `o` to the queue when nothing is spooled and it has room, else
+    /// appends it (blocking: runs on a blocking thread).
+    fn offer(&self, tx: &mpsc::Sender<Outgoing>, o: Outgoing) -> Offer {
+        let mut s = self.lock();
+        let o = if self.active(&s) {
+            o
+        } else {
+            match tx.try_send(o) {
+                Ok(()) => return Offer::Taken,
+                Err(mpsc::error::TrySendError::Closed(_)) => return Offer::Closed,
+                Err(mpsc::error::TrySendError::Full(back)) => back,
+            }
+        };
+        match self.append(&mut s, o) {
+            Ok(()) => Offer::Taken,
+            Err(back) => Offer::Refused(back),
+        }
+    }
+
+    /// Up to `max` records in order, marked in hand while there are any
+    /// (blocking: runs on a blocking thread).
+    fn read_batch(&self, max: usize) -> Vec<Outgoing> {
+        let mut s = self.lock();
+        let mut batch = Vec::new();
+        while batch.len() < max {
+            match self.read_next(&mut s) {
+                Some(o) => batch.push(o),
+                None => break,
+            }
+        }
+        self.in_hand.store(!batch.is_empty(), Ordering::SeqCst);
+        batch
     }
 
     /// Appends `o`; gives it back when the spool is full or cannot write.
@@ -273,7 +351,11 @@ impl Spool {
                     s.written_in_last = 0;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "spool: cannot create a segment; back-pressure instead");
+                    SpoolWriteFailed {
+                        step: "create",
+                        error: &e,
+                    }
+                    .emit(&self.metrics);
                     return Err(Box::new(o));
                 }
             }
@@ -292,14 +374,18 @@ impl Spool {
                 }
             });
         if let Err(e) = ok {
-            tracing::error!(error = %e, "spool: write failed; back-pressure instead");
+            SpoolWriteFailed {
+                step: "write",
+                error: &e,
+            }
+            .emit(&self.metrics);
             return Err(Box::new(o));
         }
         s.next_seq += 1;
         s.written_in_last += frame_len;
         s.bytes += frame_len;
         s.memory.insert(seq, (o.tracker, o.stages));
-        self.metrics.spool_bytes.set(s.bytes as i64);
+        SpoolSizeChanged { bytes: s.bytes }.emit(&self.metrics);
         self.wake.notify_one();
         Ok(())
     }
@@ -307,11 +393,7 @@ impl Spool {
     /// Counts and logs a record that cannot be read back.
     fn skipped(&self, s: &mut State, segment: &Path, what: &str) {
         s.corrupt += 1;
-        self.metrics
-            .spool_corrupt_records
-            .with_label_values::<&str>(&[])
-            .inc();
-        tracing::error!(segment = %segment.display(), "spool: {what} skipped");
+        SpoolRecordSkipped { segment, what }.emit(&self.metrics);
     }
 
     /// Reads the next record in order (removing drained segments).
@@ -352,7 +434,7 @@ impl Spool {
                                 o.tracker = tracker;
                                 o.stages = stages;
                             }
-                            self.metrics.spool_bytes.set(s.bytes as i64);
+                            SpoolSizeChanged { bytes: s.bytes }.emit(&self.metrics);
                             return Some(o);
                         }
                     }
@@ -377,7 +459,7 @@ impl Spool {
             let _ = std::fs::remove_file(&front_path);
             if s.segments.is_empty() {
                 s.bytes = 0;
-                self.metrics.spool_bytes.set(0);
+                SpoolSizeChanged { bytes: 0 }.emit(&self.metrics);
                 return None;
             }
         }
@@ -425,19 +507,22 @@ impl Intake {
         };
         let mut o = o;
         loop {
-            {
-                let mut s = spool.lock();
-                if !Spool::active(&s) {
+            // The common case, here: nothing spooled and room in the queue.
+            // (A blocking thread holding the state is writing: spool too.)
+            if let Some(s) = spool.try_lock() {
+                if !spool.active(&s) {
                     match self.tx.try_send(o) {
                         Ok(()) => return Ok(()),
                         Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
                         Err(mpsc::error::TrySendError::Full(back)) => o = back,
                     }
                 }
-                match spool.append(&mut s, o) {
-                    Ok(()) => return Ok(()),
-                    Err(back) => o = *back,
-                }
+            }
+            let (spooler, tx) = (spool.clone(), self.tx.clone());
+            match tokio::task::spawn_blocking(move || spooler.offer(&tx, o)).await {
+                Ok(Offer::Taken) => return Ok(()),
+                Ok(Offer::Closed) | Err(_) => return Err(()),
+                Ok(Offer::Refused(back)) => o = *back,
             }
             // Spool full: back-pressure, as without one.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -445,34 +530,50 @@ impl Intake {
     }
 }
 
+/// What became of a message offered to the spool.
+enum Offer {
+    /// In the queue or in the spool.
+    Taken,
+    /// The queue is closed: the publisher is gone.
+    Closed,
+    /// The spool is full or cannot write: try again later.
+    Refused(Box<Outgoing>),
+}
+
+/// Records read from disk at a time (one blocking call).
+const READ_BATCH: usize = 256;
+
 /// Moves spooled records into the queue, oldest first, until the queue closes.
 async fn drain(tx: mpsc::WeakSender<Outgoing>, spool: Arc<Spool>) {
     loop {
-        let next = {
-            let mut s = spool.lock();
-            let o = spool.read_next(&mut s);
-            s.in_hand = o.is_some();
-            o
+        // Nothing on disk: no blocking thread needed to know it.
+        let idle = spool.try_lock().is_some_and(|s| s.segments.is_empty());
+        let batch = if idle {
+            Vec::new()
+        } else {
+            let reader = spool.clone();
+            tokio::task::spawn_blocking(move || reader.read_batch(READ_BATCH))
+                .await
+                .unwrap_or_default()
         };
-        match next {
-            Some(o) => {
-                let Some(tx) = tx.upgrade() else { return };
-                let sent = tx.send(o).await.is_ok();
-                spool.lock().in_hand = false;
-                if !sent {
-                    return;
-                }
+        if batch.is_empty() {
+            if tx.upgrade().is_none() {
+                return;
             }
-            None => {
-                if tx.upgrade().is_none() {
-                    return;
-                }
-                tokio::select! {
-                    _ = spool.wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
+            tokio::select! {
+                _ = spool.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            continue;
+        }
+        let Some(tx) = tx.upgrade() else { return };
+        for o in batch {
+            if tx.send(o).await.is_err() {
+                spool.in_hand.store(false, Ordering::SeqCst);
+                return;
             }
         }
+        spool.in_hand.store(false, Ordering::SeqCst);
     }
 }
 
@@ -481,20 +582,19 @@ mod tests {
     use super::*;
 
     fn msg(i: usize) -> Outgoing {
-        Outgoing {
-            message: OutboundMessage {
-                destination: "telavox.studio.calls.v1".into(),
-                key: Some(format!("call-{}", i % 7)),
-                headers: vec![("ce_id".into(), format!("{i:032x}").into())],
-                payload: Bytes::from(vec![i as u8; 100 + i % 50]),
-                event_id: format!("{i:032x}"),
-            },
-            tenant: Arc::from("acme"),
-            source: DataSource::Calls,
-            origin: "live",
-            stages: None,
-            tracker: None,
-        }
+        let message = OutboundMessage {
+            destination: "telavox.studio.calls.v1".into(),
+            key: Some(format!("call-{}", i % 7)),
+            headers: vec![("ce_id".into(), format!("{i:032x}").into())],
+            payload: Bytes::from(vec![i as u8; 100 + i % 50]),
+            event_id: format!("{i:032x}"),
+        };
+        Outgoing::record(
+            message,
+            Arc::from("acme"),
+            DataSource::Calls,
+            crate::model::Origin::Live,
+        )
     }
 
     #[tokio::test]
@@ -514,9 +614,13 @@ mod tests {
             assert_eq!(m.message.event_id, format!("{i:032x}"), "order kept");
             assert_eq!(m.message.payload.len(), 100 + i % 50);
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The drain lets go of the last batch once it is all in the queue.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while spool.active(&spool.lock()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!spool.active(&spool.lock()), "the spool is empty again");
         assert_eq!(metrics.spool_bytes.get(), 0);
-        assert!(!Spool::active(&spool.lock()));
         drop(intake);
     }
 

@@ -14,134 +14,26 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::message_builder::{fit_dead_letter, MessageBuilder};
-use super::recent_ids::RecentIds;
-use crate::model::DataSource;
 use crate::ops::internal_events::{
-    DeadLetterDropped, EventDeadLettered, EventPublished, EventPublishedChildren, PublishFailed,
+    DeadLetterDropped, EventPublished, EventPublishedChildren, PublishFailed, PublishQueueDepth,
+    PublishesInFlight,
 };
 use crate::ops::Metrics;
-use crate::sink::{AckFuture, OutboundMessage, Sink, SinkError, SinkErrorKind};
-
-/// One message plus what the publisher needs to account for it.
-pub struct Outgoing {
-    pub message: OutboundMessage,
-    pub tenant: Arc<str>,
-    pub source: DataSource,
-    /// `live`, `replay`, `backfill` or `deadletter` (metric label).
-    pub origin: &'static str,
-    /// When a live frame passed each hand-over, for the latency histograms.
-    pub stages: Option<StageTimes>,
-    /// Notified when this message is settled (acknowledged or dead-lettered).
-    pub tracker: Option<Arc<BatchTracker>>,
-}
-
-/// When a live event passed each hand-over on its way to the broker: the
-/// end-to-end histogram says how slow an event was, these say where it
-/// waited (`studio_relay_stage_latency_seconds`, one stage per gap).
-///
-/// Kept small because it travels by value through both queues: the read
-/// instant, then each later hand-over in whole microseconds after it
-/// (saturating after 71 minutes; the last stage takes up the rest, so the
-/// stages always add up to the end-to-end time).
-#[derive(Debug, Clone, Copy)]
-pub struct StageTimes {
-    received: Instant,
-    after_us: [u32; 4],
-}
-
-/// The hand-overs after the socket's read, in the order an event passes them.
-#[derive(Debug, Clone, Copy)]
-pub enum HandOver {
-    /// The processor took it off the frame queue.
-    Dequeued,
-    /// Normalized and encoded, and back in arrival order.
-    Prepared,
-    /// The publisher took it off its queue.
-    Taken,
-    /// The sink accepted it; from here its ack is awaited.
-    Sent,
-}
-
-impl StageTimes {
-    /// A frame read at `received`.
-    pub fn new(received: Instant) -> Self {
-        StageTimes {
-            received,
-            after_us: [0; 4],
-        }
-    }
-
-    /// Records that the event passed `hand_over` at `at`.
-    pub fn mark(&mut self, hand_over: HandOver, at: Instant) {
-        let us = at.saturating_duration_since(self.received).as_micros();
-        self.after_us[hand_over as usize] = u32::try_from(us).unwrap_or(u32::MAX);
-    }
-
-    /// The time spent in each of [`LATENCY_STAGES`](crate::ops::LATENCY_STAGES)
-    /// by an event acknowledged at `acked`.
-    pub fn gaps(&self, acked: Instant) -> [Duration; 5] {
-        let [a, b, c, d] = self.after_us;
-        let us = |from: u32, to: u32| Duration::from_micros(u64::from(to.saturating_sub(from)));
-        let total = acked.saturating_duration_since(self.received);
-        [
-            us(0, a),
-            us(a, b),
-            us(b, c),
-            us(c, d),
-            total.saturating_sub(Duration::from_micros(u64::from(d))),
-        ]
-    }
-}
-
-/// Counts a batch of messages until each is settled (replay uses one per window).
-#[derive(Default)]
-pub struct BatchTracker {
-    pending: AtomicI64,
-    rejected: AtomicU64,
-    notify: Notify,
-}
-
-impl BatchTracker {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    /// Call before submitting `n` messages.
-    pub fn add(&self, n: usize) {
-        self.pending.fetch_add(n as i64, Ordering::SeqCst);
-    }
-
-    pub(crate) fn settle(&self, rejected: bool) {
-        if rejected {
-            self.rejected.fetch_add(1, Ordering::SeqCst);
-        }
-        if self.pending.fetch_sub(1, Ordering::SeqCst) <= 1 {
-            self.notify.notify_waiters();
-        }
-    }
-
-    /// Waits until every added message is settled; returns how many were rejected.
-    pub async fn wait(&self) -> u64 {
-        loop {
-            let notified = self.notify.notified();
-            if self.pending.load(Ordering::SeqCst) <= 0 {
-                return self.rejected.load(Ordering::SeqCst);
-            }
-            notified.await;
-        }
-    }
-}
+use crate::publish::dead_letter::DeadLetter;
+use crate::publish::message_builder::{fit_dead_letter, MessageBuilder};
+use crate::publish::outgoing::{HandOver, Outgoing};
+use crate::publish::recent_ids::RecentIds;
+use crate::sink::{AckFuture, Sink, SinkError, SinkErrorKind};
 
 /// Knobs of the loop.
 #[derive(Debug, Clone)]
@@ -211,9 +103,10 @@ pub fn spawn(
         loop {
             tick.tick().await;
             match weak.upgrade() {
-                Some(tx) => m
-                    .queue_depth
-                    .set((tx.max_capacity() - tx.capacity()) as i64),
+                Some(tx) => PublishQueueDepth {
+                    depth: (tx.max_capacity() - tx.capacity()) as i64,
+                }
+                .emit(&m),
                 None => return,
             }
         }
@@ -263,8 +156,14 @@ async fn run_loop(
     let mut published = EventPublishedChildren::default();
     let mut input_open = true;
     loop {
-        metrics.inflight_messages.set(inflight.len() as i64);
-        metrics.queue_depth.set(rx.len() as i64);
+        PublishesInFlight {
+            count: inflight.len() as i64,
+        }
+        .emit(&metrics);
+        PublishQueueDepth {
+            depth: rx.len() as i64,
+        }
+        .emit(&metrics);
         outstanding
             .0
             .store((inflight.len() + retries.len()) as i64, Ordering::Relaxed);
@@ -359,7 +258,7 @@ async fn run_loop(
             }),
         }
     }
-    metrics.inflight_messages.set(0);
+    PublishesInFlight { count: 0 }.emit(&metrics);
     outstanding.0.store(0, Ordering::Relaxed);
     stats
 }
@@ -375,7 +274,7 @@ fn check_size(sink: &dyn Sink, item: &mut Outgoing) -> Result<(), SinkError> {
     if size <= max {
         return Ok(());
     }
-    if item.origin == "deadletter" {
+    if item.is_dead_letter() {
         fit_dead_letter(&mut item.message, max);
         return Ok(());
     }
@@ -388,10 +287,17 @@ fn check_size(sink: &dyn Sink, item: &mut Outgoing) -> Result<(), SinkError> {
     ))
 }
 
+/// The delay before retry number `attempt`: `retry_min`, doubling, capped
+/// at `retry_max` (reached long before the 17th).
 fn backoff(s: &PublisherSettings, attempt: u32) -> Duration {
-    s.retry_min
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(s.retry_max)
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(s.retry_min)
+        .with_max_delay(s.retry_max)
+        .without_max_times()
+        .build()
+        .nth(attempt.saturating_sub(1).min(16) as usize)
+        .unwrap_or(s.retry_max)
 }
 
 fn settle(
@@ -407,7 +313,7 @@ fn settle(
     match result {
         Ok(()) => {
             stats.published += 1;
-            if item.origin == "deadletter" {
+            if item.is_dead_letter() {
                 stats.dead_lettered += 1;
             } else {
                 if let (Some(ids), Some(key)) = (&settings.recent_ids, item.message.match_key()) {
@@ -416,7 +322,7 @@ fn settle(
                 EventPublished {
                     tenant: &item.tenant,
                     source,
-                    origin: item.origin,
+                    origin: item.origin.as_str(),
                     stages: item.stages.map(|s| s.gaps(Instant::now())),
                 }
                 .emit_cached(metrics, published);
@@ -449,7 +355,7 @@ fn settle(
                 error: &e.message,
             }
             .emit(metrics);
-            if item.origin == "deadletter" {
+            if item.is_dead_letter() {
                 if e.kind == SinkErrorKind::TooLarge && !item.message.payload.is_empty() {
                     // The broker takes less than the sink knew (a limit
                     // changed since start-up): keep halving the head.
@@ -476,29 +382,15 @@ fn settle(
                 } else {
                     "publish_rejected"
                 };
-                EventDeadLettered {
+                let dl = DeadLetter {
                     tenant: &item.tenant,
-                    source,
+                    source: item.source,
                     reason,
                     error: &e.message,
+                    at_ms: chrono::Utc::now().timestamp_millis(),
+                    element: None,
                 }
-                .emit(metrics);
-                let dl = builder.dead_letter(
-                    &item.tenant,
-                    item.source,
-                    reason,
-                    &e.message,
-                    chrono::Utc::now().timestamp_millis(),
-                    item.message.payload.clone(),
-                );
-                let dl = Outgoing {
-                    message: dl,
-                    tenant: item.tenant.clone(),
-                    source: item.source,
-                    origin: "deadletter",
-                    stages: None,
-                    tracker: None,
-                };
+                .build(builder, metrics, item.message.payload.clone());
                 retries.push_back(Retry {
                     item: dl,
                     attempt: 0,
@@ -516,7 +408,9 @@ fn settle(
 mod tests {
     use super::*;
     use crate::config::{EncodingFormat, SinkConfig};
-    use crate::relay::message_builder::{DL_PAYLOAD_BYTES, DL_REASON, DL_TRUNCATED};
+    use crate::model::DataSource;
+    use crate::publish::message_builder::{DL_PAYLOAD_BYTES, DL_REASON, DL_TRUNCATED};
+    use crate::sink::OutboundMessage;
     use std::sync::Mutex;
 
     /// Keeps what it is sent. `known_max` is the limit it tells the
@@ -562,20 +456,19 @@ mod tests {
     }
 
     fn outgoing(id: &str, payload_bytes: usize) -> Outgoing {
-        Outgoing {
-            message: OutboundMessage {
-                destination: "telavox.studio.calls.v1".into(),
-                key: Some(id.into()),
-                headers: vec![("ce_id".into(), id.to_string().into())],
-                payload: bytes::Bytes::from(vec![b'r'; payload_bytes]),
-                event_id: id.into(),
-            },
-            tenant: Arc::from("acme"),
-            source: DataSource::Calls,
-            origin: "live",
-            stages: None,
-            tracker: None,
-        }
+        let message = OutboundMessage {
+            destination: "telavox.studio.calls.v1".into(),
+            key: Some(id.into()),
+            headers: vec![("ce_id".into(), id.to_string().into())],
+            payload: bytes::Bytes::from(vec![b'r'; payload_bytes]),
+            event_id: id.into(),
+        };
+        Outgoing::record(
+            message,
+            Arc::from("acme"),
+            DataSource::Calls,
+            crate::model::Origin::Live,
+        )
     }
 
     /// Publishes three small records, one of `big` bytes, three small ones;
@@ -681,39 +574,5 @@ mod tests {
         assert_dead_lettered_as_too_large(&sent, 10_000, 50_000);
         assert_eq!(attempts.iter().filter(|id| *id == "big").count(), 1);
         assert_eq!((stats.published, stats.dead_lettered), (7, 1));
-    }
-
-    #[test]
-    fn stages_split_the_end_to_end_time_and_add_up_to_it() {
-        let t0 = Instant::now();
-        let at = |us: u64| t0 + Duration::from_micros(us);
-        let mut s = StageTimes::new(t0);
-        s.mark(HandOver::Dequeued, at(10));
-        s.mark(HandOver::Prepared, at(35));
-        s.mark(HandOver::Taken, at(40));
-        s.mark(HandOver::Sent, at(47));
-        let gaps = s.gaps(at(1_047));
-        assert_eq!(
-            gaps.map(|d| d.as_micros()),
-            [10, 25, 5, 7, 1_000],
-            "frame_queue, prepare, publish_queue, send, ack"
-        );
-        assert_eq!(gaps.iter().sum::<Duration>(), Duration::from_micros(1_047));
-    }
-
-    #[test]
-    fn a_stage_past_71_minutes_saturates_and_the_ack_stage_keeps_the_sum() {
-        let t0 = Instant::now();
-        let two_hours = Duration::from_secs(7_200);
-        let mut s = StageTimes::new(t0);
-        s.mark(HandOver::Dequeued, t0);
-        s.mark(HandOver::Prepared, t0);
-        // Spooled through a two-hour broker outage.
-        s.mark(HandOver::Taken, t0 + two_hours);
-        s.mark(HandOver::Sent, t0 + two_hours);
-        let acked = t0 + two_hours + Duration::from_millis(1);
-        let gaps = s.gaps(acked);
-        assert_eq!(gaps.iter().sum::<Duration>(), acked - t0);
-        assert_eq!(gaps[2].as_micros(), u128::from(u32::MAX));
     }
 }
