@@ -30,6 +30,8 @@ pub mod pipeline;
 pub mod publisher;
 pub mod recent_ids;
 pub mod spool;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod window;
 
 pub use message_builder::MessageBuilder;

@@ -60,6 +60,21 @@ impl HistoricPages for GraphqlClient {
     }
 }
 
+/// Pages shared between owners (a client per tenant, held by several tasks).
+impl<P: HistoricPages + Send> HistoricPages for Arc<P> {
+    fn page(
+        &self,
+        root: &'static str,
+        selection: &str,
+        filter: &OverviewFilter,
+        first: u32,
+        after: Option<&str>,
+        on_retry: &mut (dyn FnMut(&HistoricError, Duration) + Send),
+    ) -> impl Future<Output = Result<Page, HistoricError>> + Send {
+        (**self).page(root, selection, filter, first, after, on_retry)
+    }
+}
+
 /// What a walk counts, per source (shared by the windows of a source).
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -307,4 +322,225 @@ fn dead_letter<P>(
         &out.metrics,
         Bytes::from(serde_json::to_vec(raw).unwrap_or_default()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::test_support::{page, publishing_to, MemorySink, Reply, ScriptedPages};
+    use serde_json::{json, Value};
+
+    const CALLS: &str = "telavox.studio.calls";
+    const DEAD_LETTERS: &str = "telavox.studio.deadletter";
+
+    fn call(id: &str) -> Value {
+        json!({"idCall": id, "time": {"start": "2026-05-18T10:26:37.234Z"}})
+    }
+
+    fn event_id(record: &Value) -> String {
+        let r = model::normalize_historic(DataSource::Calls, record).unwrap();
+        Envelope::new("acme".into(), model::Origin::Replay, 0, r).event_id
+    }
+
+    async fn walk_calls(
+        pages: &ScriptedPages,
+        out: &WalkOutput,
+        skip: &Skip<'_>,
+        counters: &Counters,
+    ) -> Result<WindowOutcome, HistoricError> {
+        let filter = OverviewFilter {
+            start_date: "2026-05-18T10:00:00.000Z".into(),
+            end_date: "2026-05-18T11:00:00.000Z".into(),
+            ..OverviewFilter::default()
+        };
+        let request = WindowRequest {
+            pages,
+            tenant: Arc::from("acme"),
+            source: DataSource::Calls,
+            filter: &filter,
+            page_size: 2,
+            origin: model::Origin::Replay,
+            skip,
+            counters,
+        };
+        walk(out, request).await
+    }
+
+    fn count(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pages_are_walked_in_order_through_retries_and_each_record_published_once() {
+        let (a, b, c) = (call("a"), call("b"), call("c"));
+        let throttled = HistoricError::Http {
+            status: 429,
+            url: "http://127.0.0.1/graphql".into(),
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        let pages = ScriptedPages::new([
+            Reply::Page(page(vec![a.clone(), b.clone()], Some("p2"))),
+            // The second page repeats `b` (overlapping windows do).
+            Reply::Retried {
+                error: throttled,
+                delay: Duration::from_secs(30),
+                then: page(vec![b.clone(), c.clone()], None),
+            },
+        ]);
+        let sink = Arc::new(MemorySink::default());
+        let (out, publisher) = publishing_to(sink.clone());
+        let claimed = RecentIds::new(100);
+        let skip = Skip {
+            claimed: Some(&claimed),
+            reason: "already_on_broker",
+            ..Skip::default()
+        };
+        let counters = Counters::default();
+        let outcome = walk_calls(&pages, &out, &skip, &counters).await.unwrap();
+
+        assert_eq!(outcome, WindowOutcome::Done);
+        // Done means settled: everything is on the broker, in page order.
+        assert_eq!(
+            sink.ids_on(CALLS),
+            [event_id(&a), event_id(&b), event_id(&c)]
+        );
+        let cursors: Vec<_> = pages.asked().into_iter().map(|a| a.after).collect();
+        assert_eq!(cursors, [None, Some("p2".to_string())]);
+        assert_eq!(
+            (
+                count(&counters.records),
+                count(&counters.repeats),
+                count(&counters.pages),
+                count(&counters.retries)
+            ),
+            (3, 1, 2, 1)
+        );
+        let metrics = out.metrics.render();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("studio_relay_replay_retries_total") && l.ends_with(" 1")),
+            "{metrics}"
+        );
+        drop(out);
+        assert_eq!(publisher.await.unwrap().published, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bad_records_and_records_the_broker_refuses_become_dead_letters() {
+        let (a, b) = (call("a"), call("b"));
+        let pages = ScriptedPages::new([Reply::Page(page(
+            vec![json!(42), a.clone(), b.clone()],
+            None,
+        ))]);
+        let sink = Arc::new(MemorySink::refusing(&event_id(&b)));
+        let (out, publisher) = publishing_to(sink.clone());
+        let counters = Counters::default();
+        let outcome = walk_calls(&pages, &out, &Skip::default(), &counters)
+            .await
+            .unwrap();
+
+        // A refused record does not fail its window: it is a dead letter.
+        assert_eq!(outcome, WindowOutcome::Done);
+        assert_eq!(sink.ids_on(CALLS), [event_id(&a)]);
+        assert_eq!(
+            count(&counters.dead),
+            1,
+            "the walk dead-letters what does not normalize"
+        );
+        drop(out);
+        let stats = publisher.await.unwrap();
+        assert_eq!(
+            stats.dead_lettered, 2,
+            "the bad record's and the refused one's"
+        );
+        assert_eq!(sink.ids_on(DEAD_LETTERS).len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_on_the_destination_are_left_out_and_still_covered() {
+        let (a, b) = (call("a"), call("b"));
+        let pages = ScriptedPages::new([Reply::Page(page(vec![a.clone(), b.clone()], None))]);
+        let sink = Arc::new(MemorySink::default());
+        let (out, _publisher) = publishing_to(sink.clone());
+        let on_destination = RecentIds::new(10);
+        on_destination.insert(&event_id(&a));
+        let covered = Mutex::new(Vec::new());
+        let skip = Skip {
+            event_ids: vec![&on_destination],
+            reason: "already_on_broker",
+            covered: Some(&covered),
+            ..Skip::default()
+        };
+        let counters = Counters::default();
+        walk_calls(&pages, &out, &skip, &counters).await.unwrap();
+
+        assert_eq!(sink.ids_on(CALLS), [event_id(&b)]);
+        assert_eq!(count(&counters.skipped), 1);
+        assert_eq!(
+            covered.into_inner().unwrap(),
+            [event_id(&a), event_id(&b)],
+            "both are on the destination now"
+        );
+        let metrics = out.metrics.render();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("studio_relay_events_suppressed_total")
+                    && l.contains("reason=\"already_on_broker\"")
+                    && l.ends_with(" 1")),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeated_cursor_ends_the_window_with_an_error() {
+        let pages = ScriptedPages::new([
+            Reply::Page(page(vec![call("a")], Some("x"))),
+            Reply::Page(page(vec![call("b")], Some("x"))),
+        ]);
+        let (out, _publisher) = publishing_to(Arc::new(MemorySink::default()));
+        let e = walk_calls(&pages, &out, &Skip::default(), &Counters::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, HistoricError::RepeatedCursor { cursor } if cursor == "x"),
+            "{e}"
+        );
+        assert_eq!(pages.asked().len(), 2, "no third page is asked for");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_between_pages_interrupts_once_what_was_handed_over_settled() {
+        let (a, b) = (call("a"), call("b"));
+        let sink = Arc::new(MemorySink::default());
+        let (out, _publisher) = publishing_to(sink.clone());
+        let mut pages = ScriptedPages::new([
+            Reply::Page(page(vec![a.clone(), b.clone()], Some("p2"))),
+            Reply::Page(page(vec![call("c")], None)),
+        ]);
+        pages.on_first = Some(out.stop.clone());
+        let counters = Counters::default();
+        let outcome = walk_calls(&pages, &out, &Skip::default(), &counters)
+            .await
+            .unwrap();
+
+        assert_eq!(outcome, WindowOutcome::Interrupted);
+        assert_eq!(pages.asked().len(), 1);
+        assert_eq!(sink.ids_on(CALLS), [event_id(&a), event_id(&b)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unauthorized_answer_fails_the_window() {
+        let pages = ScriptedPages::new([Reply::Fail(HistoricError::Unauthorized {
+            url: "http://127.0.0.1/graphql".into(),
+        })]);
+        let sink = Arc::new(MemorySink::default());
+        let (out, _publisher) = publishing_to(sink.clone());
+        let e = walk_calls(&pages, &out, &Skip::default(), &Counters::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HistoricError::Unauthorized { .. }), "{e}");
+        assert!(sink.sent().is_empty());
+    }
 }

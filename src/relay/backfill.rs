@@ -368,6 +368,219 @@ async fn backfill_once<P: HistoricPages>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Envelope;
+    use crate::publish::test_support::{page, publishing_to, MemorySink, Reply, ScriptedPages};
+    use crate::upstream::live::SocketEvent::{Connected, Disconnected};
+    use serde_json::{json, Value};
+
+    /// The upstream's "now" when the socket drops, Unix ms.
+    const T0: i64 = 1_779_100_000_000;
+    const MARGIN: Duration = Duration::from_secs(60);
+
+    fn call(id: &str) -> Value {
+        json!({"idCall": id, "time": {"start": "2026-05-18T10:26:37.234Z"}})
+    }
+
+    fn envelope(record: &Value) -> Envelope {
+        let r = model::normalize_historic(DataSource::Calls, record).unwrap();
+        Envelope::new("acme".into(), model::Origin::Backfill, 0, r)
+    }
+
+    fn iso(ms: i64) -> String {
+        DateTime::<Utc>::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
+    fn plan(source: DataSource, recheck_after: Duration) -> BackfillPlan {
+        BackfillPlan {
+            tenants: vec![Arc::from("acme")],
+            sources: vec![source],
+            margin: MARGIN,
+            recheck_after,
+        }
+    }
+
+    fn deps(out: WalkOutput, clock: &Arc<UpstreamClock>) -> BackfillDeps {
+        BackfillDeps {
+            out,
+            recent: Arc::new(RecentIds::new(100)),
+            live_ids: Arc::new(RecentIds::new(100)),
+            clock: clock.clone(),
+            resume_from: HashMap::new(),
+            seed: None,
+        }
+    }
+
+    fn event(connected: bool, source: DataSource) -> SocketEvent {
+        let tenant: Arc<str> = Arc::from("acme");
+        match connected {
+            true => Connected {
+                tenant,
+                source,
+                at_ms: T0,
+            },
+            false => Disconnected {
+                tenant,
+                source,
+                at_ms: T0,
+            },
+        }
+    }
+
+    /// Runs backfill over `events` (then the sockets are gone) to the end.
+    async fn backfill(
+        plan: BackfillPlan,
+        pages: ScriptedPages,
+        events: Vec<SocketEvent>,
+        deps: BackfillDeps,
+    ) -> Arc<ScriptedPages> {
+        let pages = Arc::new(pages);
+        let clients = HashMap::from([(Arc::from("acme"), pages.clone())]);
+        let (tx, rx) = mpsc::unbounded_channel();
+        for e in events {
+            tx.send(e).unwrap();
+        }
+        drop(tx);
+        run_with(plan, clients, rx, deps).await;
+        pages
+    }
+
+    /// The upstream time a restart checkpoint could claim for "acme" now.
+    fn checkpointable(clock: &UpstreamClock) -> i64 {
+        clock.snapshot()[0].1.upstream_ms
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconnect_backfills_its_gap_twice_leaving_out_what_was_published() {
+        let (a, b, c) = (call("a"), call("b"), call("c"));
+        let sink = Arc::new(MemorySink::default());
+        let (out, _publisher) = publishing_to(sink.clone());
+        let clock = Arc::new(UpstreamClock::default());
+        clock.observe(&Arc::from("acme"), T0);
+        let deps = deps(out.clone(), &clock);
+        // `a` went out live before the socket dropped.
+        deps.recent.insert(&envelope(&a).match_key);
+        let pages = ScriptedPages::new([
+            Reply::Page(page(vec![a.clone(), b.clone()], None)),
+            // The recheck finds a record that was late in the historic layer.
+            Reply::Page(page(vec![a.clone(), b.clone(), c.clone()], None)),
+        ]);
+        let events = vec![
+            event(true, DataSource::Calls),
+            event(false, DataSource::Calls),
+            event(true, DataSource::Calls),
+        ];
+        let plan = plan(DataSource::Calls, Duration::from_secs(600));
+        let pages = backfill(plan, pages, events, deps).await;
+
+        assert_eq!(
+            sink.ids_on("telavox.studio.calls"),
+            [envelope(&b).event_id, envelope(&c).event_id]
+        );
+        // Both passes cover the gap, widened by the margin on both sides.
+        let asked = pages.asked();
+        assert_eq!(asked.len(), 2);
+        for a in &asked {
+            assert_eq!(a.start_date, iso(T0 - 60_000));
+            assert_eq!(a.end_date, iso(T0 + 60_000));
+        }
+        // The gap is filled: it no longer holds the checkpoint back.
+        clock.observe(&Arc::from("acme"), T0 + 1_000);
+        assert_eq!(checkpointable(&clock), T0 + 1_000);
+        let metrics = out.metrics.render();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("studio_relay_events_suppressed_total")
+                    && l.contains("reason=\"already_live\"")
+                    && l.ends_with(" 3")),
+            "a once, then a and b again: {metrics}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_backfills_from_the_checkpoint_once_the_socket_connects() {
+        let a = call("a");
+        let sink = Arc::new(MemorySink::default());
+        let (out, _publisher) = publishing_to(sink.clone());
+        let clock = Arc::new(UpstreamClock::default());
+        let mut deps = deps(out, &clock);
+        deps.resume_from = HashMap::from([(
+            "acme".to_string(),
+            ClockMark {
+                upstream_ms: T0,
+                seen_at_ms: T0,
+            },
+        )]);
+        let pages = ScriptedPages::new([Reply::Page(page(vec![a.clone()], None))]);
+        let events = vec![event(true, DataSource::Calls)];
+        let pages = backfill(plan(DataSource::Calls, Duration::ZERO), pages, events, deps).await;
+
+        assert_eq!(pages.asked().len(), 1, "no recheck when it is off");
+        assert_eq!(pages.asked()[0].start_date, iso(T0 - 60_000));
+        assert_eq!(sink.ids_on("telavox.studio.calls"), [envelope(&a).event_id]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_profile_live_gap_becomes_a_marker_on_the_control_topic() {
+        let sink = Arc::new(MemorySink::default());
+        let (out, _publisher) = publishing_to(sink.clone());
+        let clock = Arc::new(UpstreamClock::default());
+        clock.observe(&Arc::from("acme"), T0);
+        let deps = deps(out, &clock);
+        let events = vec![
+            event(true, DataSource::ProfileLive),
+            event(false, DataSource::ProfileLive),
+            event(true, DataSource::ProfileLive),
+        ];
+        let pages = ScriptedPages::default();
+        let plan = plan(DataSource::ProfileLive, Duration::from_secs(600));
+        let pages = backfill(plan, pages, events, deps).await;
+
+        assert!(
+            pages.asked().is_empty(),
+            "profile_live has no historic layer"
+        );
+        // The marker is published once the publisher has it; wait for it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while sink.sent().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let sent = sink.sent();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].destination, "telavox.studio.control");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_before_the_recheck_keeps_the_gap_holding_the_checkpoint() {
+        let sink = Arc::new(MemorySink::default());
+        let (out, _publisher) = publishing_to(sink.clone());
+        let clock = Arc::new(UpstreamClock::default());
+        clock.observe(&Arc::from("acme"), T0);
+        let stop = out.stop.clone();
+        let deps = deps(out, &clock);
+        let mut pages = ScriptedPages::new([Reply::Page(page(vec![call("a")], None))]);
+        // Shutdown comes while the first pass runs; the recheck never does.
+        pages.on_first = Some(stop);
+        let events = vec![
+            event(true, DataSource::Calls),
+            event(false, DataSource::Calls),
+            event(true, DataSource::Calls),
+        ];
+        let plan = plan(DataSource::Calls, Duration::from_secs(600));
+        let pages = backfill(plan, pages, events, deps).await;
+
+        assert_eq!(pages.asked().len(), 1);
+        assert_eq!(
+            sink.ids_on("telavox.studio.calls").len(),
+            1,
+            "the first pass finished"
+        );
+        // The next start must redo the gap: the checkpoint stays at its start.
+        clock.observe(&Arc::from("acme"), T0 + 1_000);
+        assert_eq!(checkpointable(&clock), T0);
+    }
 
     fn mark(upstream_ms: i64) -> ClockMark {
         ClockMark {
