@@ -41,30 +41,8 @@ pub async fn process_frames(
     recent: LiveMemory,
     epochs: Option<mpsc::UnboundedSender<Epoch>>,
 ) {
-    // Live messages are grouped in epochs of EPOCH; a closed epoch carries
-    // the upstream clock to the checkpoint writer.
-    const EPOCH: Duration = Duration::from_secs(2);
-    // Small enough that one batch keeps a runtime thread for well under a
-    // millisecond, large enough that spawning costs little per frame.
-    const BATCH: usize = 32;
-    // Batches being normalized at once: one per core but the one the
-    // publisher and the broker client need. (On 2 cores next to the broker,
-    // a second concurrent batch cost 20% of the throughput in contention.)
-    let in_flight = std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
-        .max(1);
-    let mut epoch = BatchTracker::new();
-    let mut epoch_started = tokio::time::Instant::now();
-    let close = |epoch: &Arc<BatchTracker>| {
-        if let Some(tx) = &epochs {
-            let _ = tx.send(Epoch {
-                tracker: epoch.clone(),
-                clocks: clock.snapshot(),
-            });
-        }
-    };
-    // Each batch: when it left the frame queue, and its frames prepared.
-    type Batch = JoinHandle<(std::time::Instant, Vec<(Outgoing, Option<i64>)>)>;
+    let in_flight = batches_in_flight();
+    let mut epochs = Epochs::new(epochs);
     let mut batches: FuturesOrdered<Batch> = FuturesOrdered::new();
     let mut input_open = true;
     let mut frames = Vec::with_capacity(BATCH);
@@ -72,72 +50,26 @@ pub async fn process_frames(
         let prepared = tokio::select! {
             // Finished work first: it is what the publisher waits for.
             biased;
-            Some(done) = batches.next(), if !batches.is_empty() => match done {
-                Ok((dequeued, mut prepared)) => {
-                    let now = std::time::Instant::now();
-                    for (o, _) in &mut prepared {
-                        if let Some(s) = &mut o.stages {
-                            s.mark(HandOver::Dequeued, dequeued);
-                            s.mark(HandOver::Prepared, now);
-                        }
-                    }
-                    prepared
-                }
-                // Preparing a frame never panics (bad input is a dead
-                // letter); if it ever did, fail as the one loop would have.
-                Err(e) => match tokio::task::JoinError::try_into_panic(e) {
-                    Ok(panic) => std::panic::resume_unwind(panic),
-                    Err(_) => return,
-                },
+            Some(done) = batches.next(), if !batches.is_empty() => match taken_back(done) {
+                Some(prepared) => prepared,
+                None => return,
             },
             n = rx.recv_many(&mut frames, BATCH), if input_open && batches.len() < in_flight => {
                 if n == 0 {
                     input_open = false;
                 } else {
                     let batch = std::mem::replace(&mut frames, Vec::with_capacity(BATCH));
-                    let (builder, metrics) = (builder.clone(), metrics.clone());
-                    let dequeued = std::time::Instant::now();
-                    batches.push_back(tokio::spawn(async move {
-                        let mut prepared = Vec::with_capacity(batch.len());
-                        for f in batch {
-                            prepare_frame(f, &builder, &metrics, &mut |o, t| {
-                                prepared.push((o, t))
-                            });
-                        }
-                        (dequeued, prepared)
-                    }));
+                    batches.push_back(spawn_batch(batch, &builder, &metrics));
                 }
                 continue;
             }
             else => break,
         };
-        for (mut outgoing, event_time) in prepared {
-            if let Some(t) = event_time {
-                clock.observe(&outgoing.tenant, t);
-            }
-            // Only an exact repeat of a push already taken (same content,
-            // same event id) is held back; a live record is never held back
-            // for matching a historic one. Its match key tells gap backfill
-            // that its historic version is out already.
-            if outgoing.origin == Origin::Live {
-                if !recent.event_ids.insert(&outgoing.message.event_id) {
-                    EventSuppressed {
-                        tenant: &outgoing.tenant,
-                        source: outgoing.source.as_str(),
-                        origin: "live",
-                        reason: "repeat",
-                    }
-                    .emit(&metrics);
-                    continue;
-                }
-                if let Some(key) = outgoing.message.match_key() {
-                    recent.match_keys.insert(key);
-                }
-            }
-            if epochs.is_some() && outgoing.origin == Origin::Live {
-                epoch.add(1);
-                outgoing.tracker = Some(epoch.clone());
-            }
+        for (outgoing, event_time) in prepared {
+            let Some(outgoing) = admit(outgoing, event_time, &clock, &recent, &epochs, &metrics)
+            else {
+                continue;
+            };
             if tx.send(outgoing).await.is_err() {
                 return;
             }
@@ -145,13 +77,150 @@ pub async fn process_frames(
         // Checked once a batch: reading the clock per event was a visible
         // share of this loop's CPU, and an epoch only needs to be close to
         // EPOCH long.
-        if epoch_started.elapsed() >= EPOCH {
-            close(&epoch);
-            epoch = BatchTracker::new();
-            epoch_started = tokio::time::Instant::now();
+        epochs.roll(&clock);
+    }
+    epochs.close(&clock);
+}
+
+/// Live messages are grouped in epochs of EPOCH; a closed epoch carries
+/// the upstream clock to the checkpoint writer.
+const EPOCH: Duration = Duration::from_secs(2);
+/// Small enough that one batch keeps a runtime thread for well under a
+/// millisecond, large enough that spawning costs little per frame.
+const BATCH: usize = 32;
+
+/// Batches being normalized at once: one per core but the one the
+/// publisher and the broker client need. (On 2 cores next to the broker,
+/// a second concurrent batch cost 20% of the throughput in contention.)
+fn batches_in_flight() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
+}
+
+/// A batch: when it left the frame queue, and its frames prepared.
+type Batch = JoinHandle<(std::time::Instant, Vec<(Outgoing, Option<i64>)>)>;
+
+/// Normalizes and encodes `frames` on a task of their own.
+fn spawn_batch(
+    frames: Vec<LiveFrame>,
+    builder: &Arc<MessageBuilder>,
+    metrics: &Arc<Metrics>,
+) -> Batch {
+    let (builder, metrics) = (builder.clone(), metrics.clone());
+    let dequeued = std::time::Instant::now();
+    tokio::spawn(async move {
+        let mut prepared = Vec::with_capacity(frames.len());
+        for f in frames {
+            prepare_frame(f, &builder, &metrics, &mut |o, t| prepared.push((o, t)));
+        }
+        (dequeued, prepared)
+    })
+}
+
+/// A finished batch, its hand-overs stamped; None when the task was
+/// cancelled (the runtime is going away).
+fn taken_back(
+    done: Result<(std::time::Instant, Vec<(Outgoing, Option<i64>)>), tokio::task::JoinError>,
+) -> Option<Vec<(Outgoing, Option<i64>)>> {
+    match done {
+        Ok((dequeued, mut prepared)) => {
+            let now = std::time::Instant::now();
+            for (o, _) in &mut prepared {
+                if let Some(s) = &mut o.stages {
+                    s.mark(HandOver::Dequeued, dequeued);
+                    s.mark(HandOver::Prepared, now);
+                }
+            }
+            Some(prepared)
+        }
+        // Preparing a frame never panics (bad input is a dead letter); if
+        // it ever did, fail as one loop would have.
+        Err(e) => match tokio::task::JoinError::try_into_panic(e) {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => None,
+        },
+    }
+}
+
+/// Observes the upstream clock with the record's time; then, for a live
+/// record, holds back an exact repeat of a push already taken (None) and
+/// remembers its ids, and counts it in the current epoch.
+fn admit(
+    mut outgoing: Outgoing,
+    event_time: Option<i64>,
+    clock: &UpstreamClock,
+    memory: &LiveMemory,
+    epochs: &Epochs,
+    metrics: &Metrics,
+) -> Option<Outgoing> {
+    if let Some(t) = event_time {
+        clock.observe(&outgoing.tenant, t);
+    }
+    if outgoing.origin != Origin::Live {
+        return Some(outgoing);
+    }
+    // Only an exact repeat (same content, same event id) is held back; a
+    // live record is never held back for matching a historic one. Its
+    // match key tells gap backfill that its historic version is out already.
+    if !memory.event_ids.insert(&outgoing.message.event_id) {
+        EventSuppressed {
+            tenant: &outgoing.tenant,
+            source: outgoing.source.as_str(),
+            origin: "live",
+            reason: "repeat",
+        }
+        .emit(metrics);
+        return None;
+    }
+    if let Some(key) = outgoing.message.match_key() {
+        memory.match_keys.insert(key);
+    }
+    epochs.track(&mut outgoing);
+    Some(outgoing)
+}
+
+/// The epoch live messages are counted in, when a checkpoint is kept.
+struct Epochs {
+    writer: Option<mpsc::UnboundedSender<Epoch>>,
+    current: Arc<BatchTracker>,
+    started: tokio::time::Instant,
+}
+
+impl Epochs {
+    fn new(writer: Option<mpsc::UnboundedSender<Epoch>>) -> Epochs {
+        Epochs {
+            writer,
+            current: BatchTracker::new(),
+            started: tokio::time::Instant::now(),
         }
     }
-    close(&epoch);
+
+    fn track(&self, outgoing: &mut Outgoing) {
+        if self.writer.is_some() {
+            self.current.add(1);
+            outgoing.tracker = Some(self.current.clone());
+        }
+    }
+
+    /// Closes the epoch once it is EPOCH old and starts the next.
+    fn roll(&mut self, clock: &UpstreamClock) {
+        if self.started.elapsed() >= EPOCH {
+            self.close(clock);
+            self.current = BatchTracker::new();
+            self.started = tokio::time::Instant::now();
+        }
+    }
+
+    /// Hands the epoch, with the upstream clock now, to the checkpoint writer.
+    fn close(&self, clock: &UpstreamClock) {
+        if let Some(tx) = &self.writer {
+            let _ = tx.send(Epoch {
+                tracker: self.current.clone(),
+                clocks: clock.snapshot(),
+            });
+        }
+    }
 }
 
 /// What the live path remembers of the records it took.
