@@ -11,7 +11,7 @@
 //! event on the control topic, so consumers know that window is incomplete.
 //!
 //! The gap is measured on the upstream's clock, not the relay's: the
-//! [`UpstreamClock`](crate::relay::clock::UpstreamClock) is the newest record time seen per tenant, so a skewed
+//! [`UpstreamClock`] is the newest record time seen per tenant, so a skewed
 //! relay clock (or the simulator's accelerated one) cannot shift the window.
 
 use std::collections::HashMap;

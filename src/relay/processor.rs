@@ -98,8 +98,11 @@ fn batches_in_flight() -> usize {
         .max(1)
 }
 
+/// Prepared messages, each with its record's time (for the upstream clock).
+type Prepared = Vec<(Outgoing, Option<i64>)>;
+
 /// A batch: when it left the frame queue, and its frames prepared.
-type Batch = JoinHandle<(std::time::Instant, Vec<(Outgoing, Option<i64>)>)>;
+type Batch = JoinHandle<(std::time::Instant, Prepared)>;
 
 /// Normalizes and encodes `frames` on a task of their own.
 fn spawn_batch(
@@ -121,8 +124,8 @@ fn spawn_batch(
 /// A finished batch, its hand-overs stamped; None when the task was
 /// cancelled (the runtime is going away).
 fn taken_back(
-    done: Result<(std::time::Instant, Vec<(Outgoing, Option<i64>)>), tokio::task::JoinError>,
-) -> Option<Vec<(Outgoing, Option<i64>)>> {
+    done: Result<(std::time::Instant, Prepared), tokio::task::JoinError>,
+) -> Option<Prepared> {
     match done {
         Ok((dequeued, mut prepared)) => {
             let now = std::time::Instant::now();
