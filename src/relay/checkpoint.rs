@@ -222,7 +222,14 @@ impl std::fmt::Debug for CheckpointStore {
 }
 
 /// Attempts of a load that fails with a retryable error, at start-up.
-const LOAD_ATTEMPTS: u32 = 3;
+const LOAD_ATTEMPTS: usize = 3;
+
+/// A second after the first failure, two after the second.
+fn load_retries() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_times(LOAD_ATTEMPTS - 1)
+}
 
 impl CheckpointStore {
     /// Where, for logs and errors; names the config key.
@@ -247,17 +254,22 @@ impl CheckpointStore {
     /// failure is tried again a few times: a broker that is just starting
     /// should not fail the relay's start-up.
     pub async fn load(&self) -> Result<CheckpointState, CheckpointError> {
-        let mut attempt = 1;
-        loop {
-            match self.load_once().await {
-                Err(e) if e.is_retryable() && attempt < LOAD_ATTEMPTS => {
-                    CheckpointLoadRetried { error: &e, attempt }.emit();
-                    tokio::time::sleep(Duration::from_secs(attempt as u64)).await;
-                    attempt += 1;
-                }
-                r => return r,
+        use backon::Retryable;
+        let attempt = std::cell::Cell::new(0);
+        (|| {
+            attempt.set(attempt.get() + 1);
+            self.load_once()
+        })
+        .retry(load_retries())
+        .when(CheckpointError::is_retryable)
+        .notify(|e, _| {
+            CheckpointLoadRetried {
+                error: e,
+                attempt: attempt.get(),
             }
-        }
+            .emit()
+        })
+        .await
     }
 
     async fn load_once(&self) -> Result<CheckpointState, CheckpointError> {
@@ -420,6 +432,62 @@ mod tests {
             upstream_ms,
             seen_at_ms: upstream_ms + 7,
         }
+    }
+
+    /// A broker store that is unavailable for its first `failures` reads.
+    struct Flaky {
+        failures: std::sync::atomic::AtomicU32,
+        reads: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl StateStore for Flaky {
+        fn describe(&self) -> String {
+            "a flaky store".into()
+        }
+        fn backend(&self) -> &'static str {
+            "test"
+        }
+        async fn get(&self, _: &str) -> Result<Option<bytes::Bytes>, SinkError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.reads.fetch_add(1, SeqCst);
+            if self.failures.load(SeqCst) > 0 {
+                self.failures.fetch_sub(1, SeqCst);
+                return Err(SinkError::new(SinkErrorKind::Unavailable, "starting"));
+            }
+            Ok(Some(
+                encode(&BTreeMap::from([("acme".to_string(), mark(5))])).into(),
+            ))
+        }
+        async fn put(&self, _: &str, _: bytes::Bytes) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    fn flaky(failures: u32) -> (Arc<Flaky>, CheckpointStore) {
+        let store = Arc::new(Flaky {
+            failures: failures.into(),
+            reads: 0.into(),
+        });
+        let checkpoint = CheckpointStore::Broker {
+            store: store.clone(),
+            key: "k".into(),
+        };
+        (store, checkpoint)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_load_is_tried_three_times_while_the_broker_is_unavailable() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (store, checkpoint) = flaky(2);
+        let state = checkpoint.load().await.unwrap();
+        assert_eq!(state.get("acme"), Some(&mark(5)));
+        assert_eq!(store.reads.load(SeqCst), 3);
+
+        let (store, checkpoint) = flaky(3);
+        let e = checkpoint.load().await.unwrap_err();
+        assert_eq!(e.kind, CheckpointErrorKind::Unavailable, "{e}");
+        assert_eq!(store.reads.load(SeqCst), 3, "no fourth try");
     }
 
     #[test]
