@@ -18,7 +18,8 @@
 //! - [`registry`]: Confluent Schema Registry client (start-up registration).
 //! - [`ops`]: metrics, health endpoints, logging, shutdown.
 //! - [`config`]: the TOML file plus `STUDIO_RELAY__*` environment overrides.
-//! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
+//! - [`cli`]: the command line; `main.rs` only sets the allocator and calls
+//!   [`cli::main`].
 //!
 //! `ARCHITECTURE.md` at the repository root has the longer tour.
 
