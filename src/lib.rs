@@ -26,7 +26,7 @@
 //! - [`ops`]: metrics, health endpoints, logging, shutdown.
 //! - [`config`]: the TOML file plus `STUDIO_RELAY__*` environment overrides.
 //! - [`cli`]: the command line (arguments, printing, exit codes); `main.rs`
-//!   only calls [`cli::main`].
+//!   only sets the allocator and calls [`cli::main`].
 //!
 //! `ARCHITECTURE.md` at the repository root has the longer tour.
 

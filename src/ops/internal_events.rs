@@ -1216,3 +1216,71 @@ impl KafkaBatchLargerThanTopicLimit<'_> {
         );
     }
 }
+
+/// The relay created a Kafka topic that was missing: a records' topic at
+/// start-up (`sink.kafka.create_topics`), or its compacted checkpoint topic.
+/// Touches no metric.
+pub struct KafkaTopicCreated<'a> {
+    pub topic: &'a str,
+    /// The relay's own compacted state topic rather than a records' topic.
+    pub checkpoint: bool,
+}
+
+impl KafkaTopicCreated<'_> {
+    pub fn emit(&self) {
+        if self.checkpoint {
+            tracing::info!(
+                topic = self.topic,
+                "Kafka checkpoint topic created (cleanup.policy=compact)"
+            );
+        } else {
+            tracing::info!(topic = self.topic, "Kafka topic created");
+        }
+    }
+}
+
+/// The existing checkpoint topic is not compacted: retention may delete the
+/// checkpoint. It is used as it is (the relay never alters a topic).
+pub struct KafkaCheckpointTopicNotCompacted<'a> {
+    pub topic: &'a str,
+    pub cleanup_policy: &'a str,
+}
+
+impl KafkaCheckpointTopicNotCompacted<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            topic = self.topic,
+            cleanup_policy = self.cleanup_policy,
+            "the checkpoint topic is not compacted: retention may delete the checkpoint; set cleanup.policy=compact"
+        );
+    }
+}
+
+/// SIGTERM or SIGINT arrived: the first starts the drain, a second one
+/// exits at once. Touches no metric.
+pub struct ShutdownSignalReceived {
+    /// A drain was already under way.
+    pub repeated: bool,
+}
+
+impl ShutdownSignalReceived {
+    pub fn emit(&self) {
+        if self.repeated {
+            tracing::warn!("second shutdown signal: exiting without draining");
+        } else {
+            tracing::info!("shutdown signal received: draining (send it again to exit at once)");
+        }
+    }
+}
+
+/// The ops HTTP listener (`/metrics`, `/healthz`, `/readyz`) stopped with an
+/// error; the relay keeps running without it.
+pub struct OpsListenerFailed<'a> {
+    pub error: &'a str,
+}
+
+impl OpsListenerFailed<'_> {
+    pub fn emit(&self) {
+        tracing::error!(error = self.error, "ops listener failed");
+    }
+}

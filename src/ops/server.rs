@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+use super::internal_events::OpsListenerFailed;
 use super::{Health, Metrics};
 
 #[derive(Clone)]
@@ -37,7 +38,10 @@ pub async fn spawn(
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
         if let Err(e) = result {
-            tracing::error!(error = %e, "ops listener failed");
+            OpsListenerFailed {
+                error: &e.to_string(),
+            }
+            .emit();
         }
     });
     Ok(addr)

@@ -3,16 +3,18 @@
 
 use tokio_util::sync::CancellationToken;
 
+use super::internal_events::ShutdownSignalReceived;
+
 /// Spawns the signal watcher and returns the token it cancels.
 pub fn on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown signal received: draining (send it again to exit at once)");
+        ShutdownSignalReceived { repeated: false }.emit();
         t.cancel();
         wait_for_signal().await;
-        tracing::warn!("second shutdown signal: exiting without draining");
+        ShutdownSignalReceived { repeated: true }.emit();
         std::process::exit(130);
     });
     token

@@ -23,7 +23,8 @@ use super::{
 use crate::config::KafkaConfig;
 use crate::ops::internal_events::{
     BrokerMessageLimitFound, KafkaBatchLargerThanTopicLimit, KafkaBrokerStatistics,
-    KafkaDeliverySettingWeakened, KafkaStatisticsReported, KafkaTopicStatistics,
+    KafkaCheckpointTopicNotCompacted, KafkaDeliverySettingWeakened, KafkaStatisticsReported,
+    KafkaTopicCreated, KafkaTopicStatistics,
 };
 use crate::ops::Metrics;
 
@@ -447,9 +448,11 @@ impl KafkaSink {
             .map_err(|e| kafka_err(&format!("create topic {name}"), e))?;
         for r in results {
             match r {
-                Ok(_) => {
-                    tracing::info!(topic = %name, "Kafka checkpoint topic created (cleanup.policy=compact)")
+                Ok(_) => KafkaTopicCreated {
+                    topic: name,
+                    checkpoint: true,
                 }
+                .emit(),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
                     self.warn_unless_compacted(&admin, name).await
                 }
@@ -502,7 +505,11 @@ impl KafkaSink {
                 .and_then(|e| e.value)
         });
         if let Some(p) = policy.filter(|p| !p.contains("compact")) {
-            tracing::warn!(topic = %name, cleanup_policy = %p, "the checkpoint topic is not compacted: retention may delete the checkpoint; set cleanup.policy=compact");
+            KafkaCheckpointTopicNotCompacted {
+                topic: name,
+                cleanup_policy: &p,
+            }
+            .emit();
         }
     }
 }
@@ -660,7 +667,11 @@ impl Sink for KafkaSink {
             .map_err(|e| SinkError::new(classify(&e), format!("create topics: {e}")))?;
         for r in results {
             match r {
-                Ok(name) => tracing::info!(topic = %name, "Kafka topic created"),
+                Ok(name) => KafkaTopicCreated {
+                    topic: &name,
+                    checkpoint: false,
+                }
+                .emit(),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
                     return Err(SinkError::new(

@@ -232,6 +232,7 @@ impl NewestIds {
 }
 
 mod kafka;
+pub mod memory;
 mod nats;
 mod stdout;
 
