@@ -14,6 +14,7 @@ use studio_relay::model::{self, DataSource, Envelope, Origin};
 use studio_relay::simulator::SimulatorHandle;
 use studio_relay::upstream::historic::{CursorGuard, GraphqlClient, OverviewFilter, RetryPolicy};
 use support::live::{header, metric_sum, start_relay, start_simulator, wait_until};
+use support::wait::{frames_broadcast, wait_received};
 
 const TOKEN: &str = "chaos-token";
 const MINUTE: i64 = 60_000;
@@ -165,6 +166,34 @@ fn topics(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// The relay's checkpoint for tenant `acme` (upstream ms): everything the
+/// relay received up to it is acknowledged and every gap opened before it
+/// is filled, both passes (an open gap holds the checkpoint back).
+fn checkpoint_ms(metrics_text: &str) -> f64 {
+    metric_sum(
+        metrics_text,
+        "studio_relay_checkpoint_timestamp_seconds",
+        "tenant=\"acme\"",
+    ) * 1000.0
+}
+
+/// Waits until GraphQL holds records of `source` started in
+/// `[from, simulated now - lag)`.
+async fn wait_for_records(sim: &SimulatorHandle, source: DataSource, from: i64, lag: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let to = sim.sim_now_ms() - lag;
+        if to > from && !ground_truth(sim, from, to, &[source]).await[&source].is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {source} record in the checked window yet"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sockets_closed_every_few_seconds_lose_nothing_and_duplicate_nothing_on_kafka() {
     let kafka = support::KafkaBroker::start();
@@ -180,17 +209,25 @@ async fn sockets_closed_every_few_seconds_lose_nothing_and_duplicate_nothing_on_
     let (relay, shutdown) = start_relay(&sim, TOKEN, &overrides, 5).await;
     let m = relay.metrics.clone();
     let from = sim.sim_now_ms();
-    tokio::time::sleep(Duration::from_secs(50)).await;
+    // The run lasts until the sockets were closed many times and every
+    // historic source, profile_history's hourly batches too, has records
+    // in the window checked.
+    wait_until("20 socket gaps", Duration::from_secs(120), || {
+        metric_sum(&m.render(), "studio_relay_gaps_total", "") >= 20.0
+    })
+    .await;
+    wait_for_records(&sim, DataSource::ProfileHistory, from, 90 * MINUTE).await;
     let end = sim.sim_now_ms();
-    // Let the last gaps' second passes run.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The last gaps' second passes.
+    wait_until(
+        "the checkpoint to pass the end of the run",
+        Duration::from_secs(60),
+        || checkpoint_ms(&m.render()) >= end as f64,
+    )
+    .await;
     let text = m.render();
     let gaps = metric_sum(&text, "studio_relay_gaps_total", "");
     let backfilled = metric_sum(&text, "studio_relay_backfill_records_total", "");
-    assert!(
-        gaps >= 20.0,
-        "sockets were closed ~12 times each: {gaps} gaps\n{text}"
-    );
     shutdown.cancel();
     let summary = relay.wait().await.unwrap();
 
@@ -275,41 +312,144 @@ impl Broker {
     }
 }
 
-/// Steady traffic, the broker down for 30 s, back: every record of the
-/// window on the broker once by event id. Returns the metrics at the end of
-/// the outage.
+/// Messages the relay holds that the broker has not acknowledged: awaiting
+/// acks (the window) plus queued behind it.
+fn held(metrics_text: &str) -> f64 {
+    metric_sum(metrics_text, "studio_relay_inflight_messages", "")
+        + metric_sum(metrics_text, "studio_relay_queue_depth", "")
+}
+
+/// How long a broker outage lasts: until the relay reports the broker
+/// down and the simulator has broadcast this many frames since it went
+/// down, every one a message the relay must hold: far more than the broker
+/// client keeps in flight (256 publishes awaiting their ack on NATS).
+const OUTAGE_FRAMES: u64 = 1000;
+
+/// Live records the simulator has pushed of the sources with a historic
+/// layer (what a relay that is down must backfill).
+fn records_pushed(sim: &SimulatorHandle) -> u64 {
+    let stats = sim.stats();
+    [DataSource::Calls, DataSource::Queues, DataSource::Agents]
+        .iter()
+        .filter_map(|s| stats.frames_pushed.get(s.as_str()))
+        .sum()
+}
+
+fn frames_total(sim: &SimulatorHandle) -> u64 {
+    frames_broadcast(sim).values().sum()
+}
+
+/// How the end of an outage test knows that everything the relay received
+/// up to a point is acknowledged.
+enum Settled {
+    /// The restart checkpoint passed it.
+    Checkpoint,
+    /// No checkpoint (no gap backfill): the relay received every frame
+    /// broadcast up to it and holds none in its queue or spool; the drain
+    /// at shutdown publishes what is in flight.
+    Drained,
+}
+
+impl Settled {
+    async fn wait(
+        &self,
+        what: &str,
+        relay: &studio_relay::relay::RelayHandle,
+        sim: &SimulatorHandle,
+        before: &BTreeMap<DataSource, u64>,
+        at_ms: i64,
+    ) {
+        let m = &relay.metrics;
+        match self {
+            Settled::Checkpoint => {
+                wait_until(what, Duration::from_secs(120), || {
+                    checkpoint_ms(&m.render()) >= at_ms as f64
+                })
+                .await
+            }
+            Settled::Drained => {
+                let upto = frames_broadcast(sim);
+                let streaming = [
+                    DataSource::Calls,
+                    DataSource::Queues,
+                    DataSource::Agents,
+                    DataSource::ProfileLive,
+                ];
+                wait_received(m, before, &upto, &streaming, Duration::from_secs(120)).await;
+                wait_until(what, Duration::from_secs(120), || {
+                    let t = m.render();
+                    metric_sum(&t, "studio_relay_queue_depth", "") == 0.0
+                        && metric_sum(&t, "studio_relay_spool_bytes", "") == 0.0
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// Steady traffic, the broker down until the relay holds a backlog, back:
+/// every record of the window on the broker once by event id. Returns the
+/// metrics at the end of the outage.
 async fn outage_loses_nothing(
     label: &str,
     mut broker: Broker,
     extra: Vec<(&'static str, String)>,
+    settled: Settled,
+    outage_over: impl Fn(&str) -> bool,
 ) -> String {
     let sim = start_simulator(TOKEN, &["--speed", "120", "--rate", "8"]).await;
     let mut overrides = broker.overrides();
     overrides.push(("STUDIO_RELAY__RELAY__GAP_MARGIN", "45m".into()));
     overrides.push(("STUDIO_RELAY__RELAY__GAP_RECHECK_AFTER", "3s".into()));
     overrides.extend(extra);
+    let before = frames_broadcast(&sim);
     let (relay, shutdown) = start_relay(&sim, TOKEN, &overrides, 5).await;
     let m = relay.metrics.clone();
     let from = sim.sim_now_ms();
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    broker.stop();
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    // Awaiting acks (the window) plus queued behind it, plus spooled.
-    let during = m.render();
-    let backlog = metric_sum(&during, "studio_relay_inflight_messages", "")
-        + metric_sum(&during, "studio_relay_queue_depth", "")
-        + metric_sum(&during, "studio_relay_spool_bytes", "");
-    broker.restart();
-    let t_restart = std::time::Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    wait_until("the backlog drains", Duration::from_secs(90), || {
-        metric_sum(&m.render(), "studio_relay_queue_depth", "") < 50.0
+    wait_until("steady publishing", Duration::from_secs(60), || {
+        metric_sum(
+            &m.render(),
+            "studio_relay_events_published_total",
+            "origin=\"live\"",
+        ) >= 500.0
     })
     .await;
+    broker.stop();
+    let at_stop = frames_total(&sim);
+    wait_until(
+        "the outage to build a backlog",
+        Duration::from_secs(120),
+        || {
+            let t = m.render();
+            metric_sum(&t, "studio_relay_sink_up", "") == 0.0
+                && frames_total(&sim) >= at_stop + OUTAGE_FRAMES
+                && outage_over(&t)
+        },
+    )
+    .await;
+    // Awaiting acks (the window) plus queued behind it, plus spooled.
+    let during = m.render();
+    let backlog = held(&during) + metric_sum(&during, "studio_relay_spool_bytes", "");
+    broker.restart();
+    let t_restart = std::time::Instant::now();
+    let restarted_at = sim.sim_now_ms();
+    settled
+        .wait("the backlog to drain", &relay, &sim, &before, restarted_at)
+        .await;
     let recovery = t_restart.elapsed();
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Journeys last under 30 simulated minutes: the window checked, which
+    // ends 30 minutes before `end`, then covers the whole outage.
+    let drained_at = sim.sim_now_ms();
+    wait_until(
+        "30 simulated minutes after the recovery",
+        Duration::from_secs(60),
+        || sim.sim_now_ms() >= drained_at + 30 * MINUTE,
+    )
+    .await;
     let end = sim.sim_now_ms();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    settled
+        .wait("everything up to the end", &relay, &sim, &before, end)
+        .await;
     shutdown.cancel();
     let summary = relay.wait().await.unwrap();
 
@@ -318,8 +458,9 @@ async fn outage_loses_nothing(
     let msgs = broker.read_all(summary.published as usize).await;
     let on_broker = on_broker_once(&msgs);
     eprintln!(
-        "{label}: published {}, backlog at restart {backlog}, drained in {recovery:?}",
-        summary.published
+        "{label}: published {}, backlog at restart {backlog} (publish failures {}), drained in {recovery:?}",
+        summary.published,
+        metric_sum(&during, "studio_relay_publish_failures_total", "") as u64
     );
     assert!(
         backlog > 0.0,
@@ -331,21 +472,25 @@ async fn outage_loses_nothing(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_30_second_nats_outage_loses_nothing() {
+async fn a_nats_outage_loses_nothing() {
     outage_loses_nothing(
         "NATS outage",
         Broker::Nats(support::NatsServer::start()),
         vec![],
+        Settled::Checkpoint,
+        |_| true,
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_30_second_kafka_outage_loses_nothing() {
+async fn a_kafka_outage_loses_nothing() {
     outage_loses_nothing(
         "Kafka outage",
         Broker::Kafka(support::KafkaBroker::start()),
         vec![],
+        Settled::Checkpoint,
+        |_| true,
     )
     .await;
 }
@@ -367,6 +512,8 @@ async fn a_nats_outage_beyond_the_queue_spills_to_the_spool_and_loses_nothing() 
                 dir.path().join("spool").display().to_string(),
             ),
         ],
+        Settled::Drained,
+        |t| metric_sum(t, "studio_relay_spool_bytes", "") > 0.0,
     )
     .await;
     let spooled = metric_sum(&during, "studio_relay_spool_bytes", "");
@@ -385,6 +532,17 @@ async fn a_nats_outage_beyond_the_queue_spills_to_the_spool_and_loses_nothing() 
         0.0,
         "no socket dropped during the outage"
     );
+}
+
+/// Waits until the relay process's checkpoint reaches `at_ms`.
+async fn caught_up(relay: &support::process::Relay, at_ms: i64) {
+    support::process::wait_for(
+        "the checkpoint to catch up",
+        Duration::from_secs(90),
+        relay,
+        |t| checkpoint_ms(t) >= at_ms as f64,
+    )
+    .await;
 }
 
 /// Steady traffic; the relay process SIGKILLed twice (no drain, no final
@@ -422,18 +580,35 @@ async fn sigkilled_twice_loses_nothing(
     for _ in 0..2 {
         let mut relay = Relay::spawn(&["run"], &env);
         wait_for("five sockets", Duration::from_secs(60), &relay, connected).await;
-        from.get_or_insert(sim.sim_now_ms());
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        let connected_at = sim.sim_now_ms();
+        from.get_or_insert(connected_at);
+        // Killed once it has caught up: a resumed gap filled (both passes)
+        // and everything up to its connect acknowledged.
+        caught_up(&relay, connected_at).await;
         published += acked(&relay.metrics().await);
         relay.sigkill();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Down while the simulator pushes records the restart must backfill.
+        let at_kill = records_pushed(&sim);
+        wait_until(
+            "records pushed while the relay is down",
+            Duration::from_secs(30),
+            || records_pushed(&sim) >= at_kill + 100,
+        )
+        .await;
     }
     let mut relay = Relay::spawn(&["run"], &env);
     wait_for("five sockets", Duration::from_secs(60), &relay, connected).await;
-    // The resumed gaps and their second passes.
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // Journeys last under 30 simulated minutes: the window checked, which
+    // ends 30 minutes before `end`, then reaches the last restart.
+    let connected_at = sim.sim_now_ms();
+    wait_until(
+        "30 simulated minutes after the last restart",
+        Duration::from_secs(60),
+        || sim.sim_now_ms() >= connected_at + 30 * MINUTE,
+    )
+    .await;
     let end = sim.sim_now_ms();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    caught_up(&relay, end).await;
     published += acked(&relay.metrics().await);
     relay.sigterm();
     assert_eq!(relay.wait(Duration::from_secs(30)).await.code(), Some(0));

@@ -198,6 +198,19 @@ async fn publish(sink: &dyn Sink, destination: &str, ids: &[String]) {
     }
 }
 
+/// Waits until the wall clock has left the current millisecond; returns
+/// the new one.
+async fn next_millisecond() -> i64 {
+    let now = chrono::Utc::now().timestamp_millis();
+    loop {
+        let later = chrono::Utc::now().timestamp_millis();
+        if later > now {
+            return later;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Ids published before `since` are left out, the ones after come back
 /// oldest first, and a limit keeps the newest.
 async fn reads_back_the_ids_published_since(sink: &dyn Sink) {
@@ -208,12 +221,11 @@ async fn reads_back_the_ids_published_since(sink: &dyn Sink) {
     let before = ids("a", 5);
     publish(sink, calls, &before).await;
     // Broker timestamps have millisecond resolution: keep them apart.
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let since = chrono::Utc::now().timestamp_millis();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let since = next_millisecond().await;
+    next_millisecond().await;
     let (after_calls, after_queues) = (ids("b", 6), ids("c", 4));
     publish(sink, calls, &after_calls).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    next_millisecond().await;
     publish(sink, queues, &after_queues).await;
 
     let dests = [

@@ -6,28 +6,46 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use studio_relay::model::DataSource;
-use support::live::{header, start_relay, start_simulator, Seen, Witness};
+use support::live::{header, start_relay, start_simulator, wait_until, Seen, Witness};
+use support::wait::{frames_broadcast, wait_received};
 
 const TOKEN: &str = "relay-test-token";
+/// Events the witness sees before the run stops.
+const WITNESSED: usize = 300;
 
-/// Runs the relay into `sink_overrides`, witnesses the stream, stops the
-/// simulator, drains, and returns (witnessed, published-count).
+/// Runs the relay into `sink_overrides`, witnesses the stream until it has
+/// seen `events` events, stops the simulator once the relay has received
+/// everything the witness saw, drains, and returns (witnessed,
+/// published-count).
 async fn relay_session(
     sink_overrides: Vec<(&'static str, String)>,
-    run_for: Duration,
+    events: usize,
 ) -> (Vec<Seen>, studio_relay::relay::RelaySummary) {
     let sim = start_simulator(TOKEN, &[]).await;
+    let before = frames_broadcast(&sim);
     let (relay, shutdown) = start_relay(&sim, TOKEN, &sink_overrides, 5).await;
     let witness = Witness::connect(&sim, TOKEN, &DataSource::ALL).await;
-    tokio::time::sleep(run_for).await;
-    // Stop the witness first, give the relay's connection a moment to get
-    // the same broadcast frames, then stop the source and drain. (A server
-    // shutting down does not deliver its last frames to every client alike.)
+    wait_until("events witnessed", Duration::from_secs(60), || {
+        witness.ids().len() >= events
+    })
+    .await;
+    // Stop the witness first, wait until the relay has received the same
+    // broadcast frames, then stop the source and drain. (A server shutting
+    // down does not deliver its last frames to every client alike.)
     let witnessed = witness.ids();
+    let upto = frames_broadcast(&sim);
     drop(witness);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen: BTreeSet<DataSource> = witnessed.iter().map(|(s, _, _)| *s).collect();
+    let seen: Vec<DataSource> = seen.into_iter().collect();
+    wait_received(
+        &relay.metrics,
+        &before,
+        &upto,
+        &seen,
+        Duration::from_secs(60),
+    )
+    .await;
     sim.shutdown().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     shutdown.cancel();
     let summary = relay.wait().await.expect("relay drains cleanly");
     (witnessed, summary)
@@ -88,7 +106,7 @@ async fn live_events_reach_jetstream_exactly_once_in_both_encodings() {
                 ("STUDIO_RELAY__SINK__NATS__STREAM", stream.clone()),
                 ("STUDIO_RELAY__ENCODING__FORMAT", format.into()),
             ],
-            Duration::from_secs(6),
+            WITNESSED,
         )
         .await;
         let msgs = support::nats_fetch_all(
@@ -142,7 +160,7 @@ async fn live_events_reach_kafka_exactly_once_in_both_encodings() {
                     format!("live-{format}"),
                 ),
             ],
-            Duration::from_secs(6),
+            WITNESSED,
         )
         .await;
         let topics: Vec<String> = DataSource::ALL

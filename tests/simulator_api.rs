@@ -435,10 +435,21 @@ async fn refused_handshakes_then_forced_closes() {
         ),
         503
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let mut ws = connect(&sim, "/calls", Some(TOKEN))
-        .await
-        .expect("accepted after the refusal period");
+    // Refused until the period ends, then accepted.
+    let mut refused = 1;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut ws = loop {
+        match connect(&sim, "/calls", Some(TOKEN)).await {
+            Ok(ws) => break ws,
+            Err(e) => assert_eq!(http_status(e), 503, "refused while the period lasts"),
+        }
+        refused += 1;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still refused after {refused} attempts"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let closed = tokio::time::timeout(LIMIT, async {
         loop {
             match ws.next().await {
@@ -452,7 +463,7 @@ async fn refused_handshakes_then_forced_closes() {
     .expect("closed in time");
     assert_eq!(closed, 1001);
     let stats = sim.stats();
-    assert_eq!(stats.handshakes_refused, 1);
+    assert_eq!(stats.handshakes_refused, refused);
     assert!(stats.sockets_closed_by_fault >= 1);
     sim.shutdown().await;
 }

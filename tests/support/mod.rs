@@ -7,6 +7,7 @@
 pub mod live;
 pub mod process;
 pub mod registry;
+pub mod wait;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
