@@ -22,10 +22,12 @@ RUN apt-get update \
 
 WORKDIR /src
 # Only what the build reads: the manifest, the lock file and the sources
-# (benches/ because Cargo.toml declares the bench target explicitly).
+# (benches/ because Cargo.toml declares the bench target explicitly;
+# tests/kit/ because it is a member of the workspace).
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+COPY tests/kit ./tests/kit
 
 # The registry and target caches survive between builds (BuildKit); the
 # binary is copied out of the cached target dir.

@@ -20,13 +20,12 @@ use tokio::time::Instant;
 use studio_relay::config::{EncodingFormat, SinkConfig};
 use studio_relay::model::DataSource;
 use studio_relay::ops::Metrics;
-use studio_relay::relay::message_builder::{
+use studio_relay::publish::message_builder::{
     MessageBuilder, DL_PAYLOAD_BYTES, DL_REASON, DL_TRUNCATED,
 };
-use studio_relay::relay::publisher::{
-    self, BatchTracker, Outgoing, PublisherSettings, PublisherStats,
-};
-use studio_relay::relay::spool::{Intake, Spool};
+use studio_relay::publish::publisher::{self, PublisherSettings, PublisherStats};
+use studio_relay::publish::spool::{Intake, Spool};
+use studio_relay::publish::{BatchTracker, Origin, Outgoing};
 use studio_relay::sink::memory::{MemorySink, Outcome};
 use studio_relay::sink::{OutboundMessage, Sink, SinkErrorKind};
 
@@ -38,20 +37,14 @@ const DEADLINE: Duration = Duration::from_secs(600);
 
 /// A live record `id` with a payload of `bytes` bytes.
 fn outgoing(id: &str, bytes: usize) -> Outgoing {
-    Outgoing {
-        message: OutboundMessage {
-            destination: TOPIC.into(),
-            key: Some(format!("call-{id}")),
-            headers: vec![("ce_id".into(), id.to_string().into())],
-            payload: Bytes::from(vec![b'r'; bytes]),
-            event_id: id.into(),
-        },
-        tenant: Arc::from("acme"),
-        source: DataSource::Calls,
-        origin: "live",
-        stages: None,
-        tracker: None,
-    }
+    let message = OutboundMessage {
+        destination: TOPIC.into(),
+        key: Some(format!("call-{id}")),
+        headers: vec![("ce_id".into(), id.to_string().into())],
+        payload: Bytes::from(vec![b'r'; bytes]),
+        event_id: id.into(),
+    };
+    Outgoing::new(message, Arc::from("acme"), DataSource::Calls, Origin::Live)
 }
 
 fn ids(range: std::ops::Range<usize>) -> Vec<String> {

@@ -454,8 +454,8 @@ async fn a_registry_behind_a_private_ca_is_trusted_only_with_ca_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_waits_for_a_registry_that_starts_after_it() {
-    let port = support::free_port();
-    let url = format!("http://127.0.0.1:{port}/apis/ccompat/v7");
+    let mut port = support::ReservedPort::new();
+    let url = format!("http://{}/apis/ccompat/v7", port.addr());
     let mut relay = Relay::spawn(
         &["run"],
         &relay_env(
@@ -468,11 +468,8 @@ async fn the_relay_waits_for_a_registry_that_starts_after_it() {
     );
     wait_for_log(&mut relay, WAITING, Duration::from_secs(30)).await;
 
-    let registry = SchemaRegistry::start_with(RegistryOptions {
-        port: Some(port),
-        ..Default::default()
-    })
-    .await;
+    let registry = SchemaRegistry::start().await;
+    port.forward_to(registry.addr());
     wait_for_log(&mut relay, RESOLVED, Duration::from_secs(120)).await;
     let retries = metric_sum(
         &relay.metrics().await,

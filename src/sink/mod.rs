@@ -135,7 +135,7 @@ pub trait Sink: Send + Sync + 'static {
     /// The event ids already on the broker in `destinations`, published
     /// since `since_ms` (broker time, Unix ms), oldest first; at most `limit`
     /// of them (the newest are kept), read for at most `timeout`. After a
-    /// restart they seed [`crate::relay::RecentIds`], so the resume backfill
+    /// restart they seed [`crate::publish::RecentIds`], so the resume backfill
     /// does not publish again what is already there. Default: none known.
     async fn recent_event_ids(
         &self,
@@ -215,7 +215,7 @@ impl NewestIds {
         }
     }
 
-    /// Oldest first (the order [`crate::relay::RecentIds`] forgets in).
+    /// Oldest first (the order [`crate::publish::RecentIds`] forgets in).
     pub(crate) fn into_scan(self, complete: bool) -> EventIdScan {
         let mut v: Vec<_> = self.heap.into_iter().map(|r| r.0).collect();
         v.sort();

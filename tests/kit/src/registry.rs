@@ -1,9 +1,10 @@
 //! Apicurio Registry 3 (the Quarkus distribution, in-memory H2 storage) on a
-//! free loopback port, with its Confluent-compatible API at
+//! loopback port it picks, with its Confluent-compatible API at
 //! `/apis/ccompat/v7`. Optional HTTP basic auth (Quarkus embedded users) and
 //! TLS (a CA and server certificate made with the `openssl` CLI), both set
 //! with runtime properties. Killed on drop.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 /// The Apicurio release `scripts/install-deps` unpacks: its
 /// `APICURIO_VERSION=` line is the one place the version is set.
 pub fn apicurio_version() -> &'static str {
-    const SCRIPT: &str = include_str!("../../scripts/install-deps");
+    const SCRIPT: &str = include_str!("../../../scripts/install-deps");
     SCRIPT
         .lines()
         .find_map(|l| l.strip_prefix("APICURIO_VERSION="))
@@ -32,9 +33,6 @@ pub struct RegistryOptions {
     /// `apicurio.ccompat.legacy-id-mode.enabled`: ids are global ids (one per
     /// subject version) instead of content ids (one per schema text).
     pub legacy_ids: bool,
-    /// Listen on this port instead of a free one (to start a registry a
-    /// client already points at).
-    pub port: Option<u16>,
 }
 
 /// A running Apicurio Registry.
@@ -51,11 +49,13 @@ impl SchemaRegistry {
         Self::start_with(RegistryOptions::default()).await
     }
 
-    /// Starts Apicurio and waits until `/apis/ccompat/v7/subjects` answers.
+    /// Starts Apicurio on a port it picks (`quarkus.http.port=0`, or
+    /// `ssl-port` with TLS) and waits until `/apis/ccompat/v7/subjects`
+    /// answers. (A client that must be pointed at the registry before it
+    /// starts can point at a [`crate::ReservedPort`].)
     pub async fn start_with(options: RegistryOptions) -> SchemaRegistry {
         let jar = apicurio_jar();
         let dir = tempfile::tempdir().unwrap();
-        let port = options.port.unwrap_or_else(super::free_port);
         if options.tls {
             make_certificates(dir.path());
         }
@@ -64,7 +64,7 @@ impl SchemaRegistry {
         let child = Command::new(java())
             .current_dir(dir.path())
             .args(jvm_flags())
-            .args(properties(&options, port, dir.path()))
+            .args(properties(&options, dir.path()))
             .arg("-jar")
             .arg(&jar)
             .stdin(Stdio::null())
@@ -74,12 +74,14 @@ impl SchemaRegistry {
             .expect("start java for Apicurio Registry");
         let mut registry = SchemaRegistry {
             child: Some(child),
-            port,
+            port: 0,
             dir,
             options,
             started_in: Duration::ZERO,
         };
-        registry.wait_until_answering().await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        registry.port = registry.wait_until_listening(deadline).await;
+        registry.wait_until_answering(deadline).await;
         registry.started_in = t0.elapsed();
         registry
     }
@@ -89,6 +91,11 @@ impl SchemaRegistry {
     pub fn url(&self) -> String {
         let scheme = if self.options.tls { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}/apis/ccompat/v7", self.port)
+    }
+
+    /// Where the registry listens.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// The CA that signed the server certificate (TLS only).
@@ -208,8 +215,24 @@ impl SchemaRegistry {
         }
     }
 
-    async fn wait_until_answering(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
+    /// The port in this process's "Listening on: http(s)://127.0.0.1:PORT"
+    /// line, which Quarkus logs once it has bound the port and started.
+    async fn wait_until_listening(&mut self, deadline: Instant) -> u16 {
+        loop {
+            let log = self.log();
+            let port = log
+                .lines()
+                .find_map(|l| l.split_once("Listening on: ")?.1.rsplit_once(':'))
+                .and_then(|(_, port)| port.trim().parse().ok());
+            if let Some(port) = port {
+                return port;
+            }
+            self.fail_if_exited_or_late(deadline, "log the port it listens on");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_until_answering(&mut self, deadline: Instant) {
         let client = self.client();
         let url = format!("{}/subjects", self.url());
         loop {
@@ -217,23 +240,29 @@ impl SchemaRegistry {
             if client.get(url.clone()).send().await.is_ok() {
                 return;
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "Apicurio Registry exited with {status} before answering; log:\n{}",
-                    self.log()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "Apicurio Registry did not answer {url} within 120 s; log:\n{}",
-                    self.log()
-                );
-            }
+            self.fail_if_exited_or_late(deadline, &format!("answer {url}"));
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Fails the test when the registry has exited or `deadline` passed
+    /// before it did `what`.
+    fn fail_if_exited_or_late(&mut self, deadline: Instant, what: &str) {
+        if let Some(status) = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
+            panic!(
+                "Apicurio Registry exited with {status} before it could {what}; log:\n{}",
+                self.log()
+            );
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "Apicurio Registry did not {what} within 120 s; log:\n{}",
+                self.log()
+            );
         }
     }
 }
@@ -271,7 +300,7 @@ impl AuthClient {
 /// The unpacked Apicurio runner jar in the tools cache.
 fn apicurio_jar() -> PathBuf {
     let version = apicurio_version();
-    let jar = super::tools_dir().join(format!(
+    let jar = crate::tools_dir().join(format!(
         "apicurio-registry-{version}/apicurio-registry-app-{version}-runner.jar"
     ));
     assert!(
@@ -313,9 +342,15 @@ fn jvm_flags() -> Vec<String> {
     .to_vec()
 }
 
-fn properties(options: &RegistryOptions, port: u16, dir: &Path) -> Vec<String> {
+/// Runtime properties. Port 0 lets the registry pick its port; the
+/// `io.quarkus` log category at INFO makes Quarkus log which one it took.
+fn properties(options: &RegistryOptions, dir: &Path) -> Vec<String> {
     let mut props: Vec<(String, String)> = vec![
         ("quarkus.http.host".into(), "127.0.0.1".into()),
+        (
+            "quarkus.log.category.\"io.quarkus\".level".into(),
+            "INFO".into(),
+        ),
         // In-memory H2 (the default storage) with a small connection pool.
         ("apicurio.datasource.jdbc.initial-size".into(), "2".into()),
         ("apicurio.datasource.jdbc.min-size".into(), "2".into()),
@@ -324,7 +359,7 @@ fn properties(options: &RegistryOptions, port: u16, dir: &Path) -> Vec<String> {
     ];
     if options.tls {
         props.extend([
-            ("quarkus.http.ssl-port".into(), port.to_string()),
+            ("quarkus.http.ssl-port".into(), "0".into()),
             // The plain listener is disabled; its port only has to be free.
             ("quarkus.http.port".into(), "0".into()),
             ("quarkus.http.insecure-requests".into(), "disabled".into()),
@@ -338,7 +373,7 @@ fn properties(options: &RegistryOptions, port: u16, dir: &Path) -> Vec<String> {
             ),
         ]);
     } else {
-        props.push(("quarkus.http.port".into(), port.to_string()));
+        props.push(("quarkus.http.port".into(), "0".into()));
     }
     if let Some((user, password)) = &options.basic_auth {
         props.extend([

@@ -1,4 +1,4 @@
-//! Helpers for tests of the live relay: a simulator on a free port, a relay
+//! Helpers for tests of the live relay: a simulator on a port it picks, a relay
 //! config pointing at it, an independent witness of what the simulator
 //! pushed, and small readers of the Prometheus text.
 
@@ -19,7 +19,7 @@ struct Sim {
 }
 
 /// Simulator flags as on the command line: `extra` plus defaults for the
-/// flags it does not set (listen on a free port, 20 calls/s, speed 60, seed 11).
+/// flags it does not set (listen on port 0, 20 calls/s, speed 60, seed 11).
 pub fn simulator_args(token: &str, extra: &[&str]) -> SimulateArgs {
     let defaults = [
         ("--listen", "127.0.0.1:0"),
@@ -46,7 +46,7 @@ pub async fn start_simulator(token: &str, extra: &[&str]) -> SimulatorHandle {
 }
 
 /// A relay config for tenant `acme` pointing at `sim` with `token`, fast
-/// backoffs, ops on a free port, plus `STUDIO_RELAY__*` overrides.
+/// backoffs, ops on port 0, plus `STUDIO_RELAY__*` overrides.
 pub fn relay_config(sim: &SimulatorHandle, token: &str, overrides: &[(&str, String)]) -> Config {
     let mut env: Vec<(String, String)> = vec![
         ("STUDIO_RELAY__TENANTS__0__NAME".into(), "acme".into()),
@@ -211,11 +211,10 @@ pub async fn start_relay(
     (relay, shutdown)
 }
 
-/// A stand-in for Studio's live endpoint on a free port, for frames the
+/// A stand-in for Studio's live endpoint on a port it picks, for frames the
 /// simulator does not send: the first connection to `path` gets `frames`
 /// (text, in order); every socket then stays open, answering pings, until
 /// the client closes it. Returns the base URL (`ws://127.0.0.1:port`).
-#[allow(dead_code)]
 pub async fn stand_in_live(path: &'static str, frames: Vec<String>) -> String {
     stand_in_live_paths(std::collections::HashMap::from([(
         path.to_string(),
@@ -227,7 +226,7 @@ pub async fn stand_in_live(path: &'static str, frames: Vec<String>) -> String {
 /// [`stand_in_live`] for several sockets: the first connection to each
 /// path gets that path's frames.
 // (tungstenite's handshake callback fixes its large error type.)
-#[allow(dead_code, clippy::result_large_err)]
+#[allow(clippy::result_large_err)]
 pub async fn stand_in_live_paths(frames: std::collections::HashMap<String, Vec<String>>) -> String {
     use futures::SinkExt;
     use tokio_tungstenite::tungstenite::{handshake::server, Message};

@@ -12,7 +12,7 @@ use studio_relay::model::DataSource;
 use studio_relay::ops::Metrics;
 use studio_relay::simulator::SimulatorHandle;
 
-use super::live::{metric_sum, wait_until};
+use crate::live::{metric_sum, wait_until};
 
 /// Frames the simulator has broadcast so far per source: records, and the
 /// malformed frames that replaced one. Every client connected at the time

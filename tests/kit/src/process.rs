@@ -1,21 +1,49 @@
 //! `studio-relay` as a child process, for tests of the real binary: logs
-//! captured in files, the ops endpoints on a free port, signals.
+//! captured in files, the ops endpoints on a port the relay picks, signals.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// The `studio-relay` binary of this build. Cargo (1.94 and newer) names it
+/// in `CARGO_BIN_EXE_studio-relay` when it runs a test or benchmark of the
+/// studio-relay package; older versions put it next to the `deps/`
+/// directory the test executable runs from.
+pub fn relay_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CARGO_BIN_EXE_studio-relay") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join(format!("studio-relay{}", std::env::consts::EXE_SUFFIX)))
+        .filter(|p| p.is_file());
+    binary.unwrap_or_else(|| {
+        panic!(
+            "the studio-relay binary is not next to {}: run this through cargo test or cargo bench",
+            exe.display()
+        )
+    })
+}
 
 /// A `studio-relay` child process with stdout/stderr captured in files.
 pub struct Relay {
     child: Child,
     dir: tempfile::TempDir,
-    ops_port: u16,
+    /// Where the ops endpoints listen, once the relay has logged it.
+    ops_addr: OnceLock<SocketAddr>,
 }
 
 impl Relay {
+    /// Starts `studio-relay ARGS` with `env` on top of a clean environment.
+    /// Its ops endpoints listen on a port it picks (`127.0.0.1:0`), read
+    /// back from its log.
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Relay {
         let dir = tempfile::tempdir().unwrap();
-        let ops_port = super::free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_studio-relay"));
+        let mut cmd = Command::new(relay_binary());
         for (k, _) in std::env::vars() {
             if k.starts_with("STUDIO_RELAY") || k == "TELAVOX_TOKEN" {
                 cmd.env_remove(k);
@@ -23,7 +51,7 @@ impl Relay {
         }
         cmd.args(["--log-format", "json", "--log-level", "info"])
             .args(args)
-            .env("STUDIO_RELAY__OPS__LISTEN", format!("127.0.0.1:{ops_port}"))
+            .env("STUDIO_RELAY__OPS__LISTEN", "127.0.0.1:0")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("stdout")).unwrap())
@@ -32,8 +60,21 @@ impl Relay {
         Relay {
             child,
             dir,
-            ops_port,
+            ops_addr: OnceLock::new(),
         }
+    }
+
+    /// The ops listener's address, from the relay's "ops endpoints
+    /// listening" log line; `None` until it has bound it.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        if let Some(addr) = self.ops_addr.get() {
+            return Some(*addr);
+        }
+        let logged = self
+            .log_lines("ops endpoints listening")
+            .iter()
+            .find_map(|line| line.get("addr")?.as_str()?.parse().ok())?;
+        Some(*self.ops_addr.get_or_init(|| logged))
     }
 
     /// The process id (for /proc readings).
@@ -46,8 +87,9 @@ impl Relay {
         self.child.try_wait().ok().flatten()
     }
 
+    /// `GET path` from the ops endpoints; `None` while they do not answer.
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let resp = reqwest::get(format!("http://127.0.0.1:{}{path}", self.ops_port))
+        let resp = reqwest::get(format!("http://{}{path}", self.ops_addr()?))
             .await
             .ok()?;
         Some((resp.status().as_u16(), resp.text().await.ok()?))
