@@ -514,7 +514,7 @@ async fn a_full_queue_spills_to_disk_in_order_and_drains_back_in_order() {
         intake.send(outgoing(&id, 100)).await.unwrap();
     }
     assert!(metrics.spool_bytes.get() > 0, "spilled");
-    assert_eq!(segments(dir.path()).len(), 1);
+    assert!(!segments(dir.path()).is_empty(), "on disk");
 
     assert_eq!(receive(&mut rx, 200).await, ids(0..200), "order kept");
     let drained = || metrics.spool_bytes.get() == 0 && segments(dir.path()).is_empty();
@@ -577,10 +577,10 @@ async fn what_a_previous_run_spooled_is_drained_first_and_its_torn_tail_skipped(
     }
     // It crashed mid-write: a record header promising 200 bytes, and 2.
     let written = segments(dir.path());
-    assert_eq!(written.len(), 1);
-    let mut torn = std::fs::read(&written[0]).unwrap();
+    let last = written.last().expect("a segment on disk");
+    let mut torn = std::fs::read(last).unwrap();
     torn.extend_from_slice(&[200, 0, 0, 0, 9, 9, 9, 9, 1, 2]);
-    std::fs::write(&written[0], torn).unwrap();
+    std::fs::write(last, torn).unwrap();
 
     let metrics = Arc::new(Metrics::new());
     let spool = Spool::open(dir.path(), 1 << 30, false, metrics.clone()).unwrap();

@@ -297,7 +297,14 @@ fn backoff(s: &PublisherSettings, attempt: u32) -> Duration {
         .without_max_times()
         .build()
         .nth(attempt.saturating_sub(1).min(16) as usize)
+        .map(whole_micros)
         .unwrap_or(s.retry_max)
+}
+
+/// backon doubles in `f32`, which turns 200 ms into 200.000003 ms, and the
+/// timer rounds that up to 201 ms; whole microseconds keep the doubling exact.
+fn whole_micros(d: Duration) -> Duration {
+    Duration::from_micros(d.as_micros() as u64)
 }
 
 fn settle(

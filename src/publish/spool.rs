@@ -321,9 +321,18 @@ impl Spool {
         let mut s = self.lock();
         let mut batch = Vec::new();
         while batch.len() < max {
-            match self.read_next(&mut s) {
-                Some(o) => batch.push(o),
-                None => break,
+            match self.read_record(&mut s) {
+                Readout::Record(o) => batch.push(o),
+                // A segment is removed only once everything read from it
+                // was handed on: the drain asks again only after its batch
+                // went into the queue, and a batch lost with the queue (at
+                // shutdown) is then still on disk for the next start.
+                Readout::SegmentEnd if batch.is_empty() => {
+                    if !self.finish_segment(&mut s) {
+                        break;
+                    }
+                }
+                Readout::SegmentEnd | Readout::Empty => break,
             }
         }
         self.in_hand.store(!batch.is_empty(), Ordering::SeqCst);
@@ -397,9 +406,28 @@ impl Spool {
     }
 
     /// Reads the next record in order (removing drained segments).
+    #[cfg(test)]
     fn read_next(&self, s: &mut State) -> Option<Outgoing> {
         loop {
-            let front = s.segments.front()?;
+            match self.read_record(s) {
+                Readout::Record(o) => return Some(o),
+                Readout::SegmentEnd => {
+                    if !self.finish_segment(s) {
+                        return None;
+                    }
+                }
+                Readout::Empty => return None,
+            }
+        }
+    }
+
+    /// Reads the next record of the front segment, skipping corrupt ones;
+    /// at its end, leaves the segment in place for [`Spool::finish_segment`].
+    fn read_record(&self, s: &mut State) -> Readout {
+        loop {
+            let Some(front) = s.segments.front() else {
+                return Readout::Empty;
+            };
             let front_path = front.path.clone();
             let is_last = s.segments.len() == 1;
             // The segment being written ends where the writer is; any other
@@ -435,7 +463,7 @@ impl Spool {
                                 o.stages = stages;
                             }
                             SpoolSizeChanged { bytes: s.bytes }.emit(&self.metrics);
-                            return Some(o);
+                            return Readout::Record(o);
                         }
                     }
                     self.skipped(s, &front_path, "corrupt record (checksum mismatch)");
@@ -450,20 +478,37 @@ impl Spool {
             // End of this segment (or a torn tail).
             if live_segment {
                 // The live segment: everything written so far was read.
-                // Start over in a fresh segment so this one can go.
+                // New records start a fresh segment so that this one can go.
                 s.writer = None;
                 s.written_in_last = SEGMENT_BYTES;
             }
-            s.reader = None;
-            s.segments.pop_front();
-            let _ = std::fs::remove_file(&front_path);
-            if s.segments.is_empty() {
-                s.bytes = 0;
-                SpoolSizeChanged { bytes: 0 }.emit(&self.metrics);
-                return None;
-            }
+            return Readout::SegmentEnd;
         }
     }
+
+    /// Removes the front segment, read to its end; false when none is left.
+    fn finish_segment(&self, s: &mut State) -> bool {
+        let Some(front) = s.segments.pop_front() else {
+            return false;
+        };
+        s.reader = None;
+        let _ = std::fs::remove_file(&front.path);
+        if s.segments.is_empty() {
+            s.bytes = 0;
+            SpoolSizeChanged { bytes: 0 }.emit(&self.metrics);
+            return false;
+        }
+        true
+    }
+}
+
+/// What one read of the spool found.
+enum Readout {
+    Record(Outgoing),
+    /// The front segment is read to its end (or to a torn tail).
+    SegmentEnd,
+    /// Nothing is spooled.
+    Empty,
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> usize {
