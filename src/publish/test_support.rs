@@ -1,8 +1,8 @@
 //! Test doubles for the publishing path, for tests that run on paused
-//! time without sockets: a sink that keeps what it is sent (and refuses
-//! the event ids it is told to), and historic pages read from a script.
+//! time without sockets: the scripted in-memory sink, and historic pages
+//! read from a script.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,65 +16,26 @@ use crate::publish::message_builder::MessageBuilder;
 use crate::publish::publisher::{self, PublisherSettings, PublisherStats};
 use crate::publish::spool::Intake;
 use crate::publish::window::{HistoricPages, WalkOutput};
-use crate::sink::{AckFuture, OutboundMessage, Sink, SinkError, SinkErrorKind};
+use crate::sink::memory::Outcome;
+use crate::sink::SinkErrorKind;
 use crate::upstream::historic::{HistoricError, OverviewFilter, Page};
 
-/// Keeps every message it acknowledges, in the order it was handed them;
-/// refuses (at the ack, as a broker would) the event ids in `refuse`.
-#[derive(Default)]
-pub struct MemorySink {
-    sent: Mutex<Vec<OutboundMessage>>,
-    refuse: Mutex<HashSet<String>>,
+pub use crate::sink::memory::MemorySink;
+
+/// A sink that refuses `event_id` at the ack (once), as a broker would.
+pub fn refusing(event_id: &str) -> MemorySink {
+    let sink = MemorySink::new();
+    sink.script_for(event_id, [Outcome::Refuse(SinkErrorKind::Rejected)]);
+    sink
 }
 
-impl MemorySink {
-    pub fn refusing(event_id: &str) -> MemorySink {
-        let sink = MemorySink::default();
-        sink.refuse.lock().unwrap().insert(event_id.to_string());
-        sink
-    }
-
-    /// What was acknowledged, in order.
-    pub fn sent(&self) -> Vec<OutboundMessage> {
-        self.sent.lock().unwrap().clone()
-    }
-
-    /// The event ids acknowledged on destinations starting with `prefix`.
-    pub fn ids_on(&self, prefix: &str) -> Vec<String> {
-        self.sent()
-            .into_iter()
-            .filter(|m| m.destination.starts_with(prefix))
-            .map(|m| m.event_id)
-            .collect()
-    }
-}
-
-#[async_trait::async_trait]
-impl Sink for MemorySink {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
-    async fn prepare(&self, _: &[String]) -> Result<(), SinkError> {
-        Ok(())
-    }
-    async fn send(&self, m: &OutboundMessage) -> Result<AckFuture, SinkError> {
-        let acked = if self.refuse.lock().unwrap().contains(&m.event_id) {
-            Err(SinkError::new(
-                SinkErrorKind::Rejected,
-                "refused by the test",
-            ))
-        } else {
-            self.sent.lock().unwrap().push(m.clone());
-            Ok(())
-        };
-        Ok(Box::pin(futures::future::ready(acked)))
-    }
-    async fn flush(&self, _: Duration) -> Result<(), SinkError> {
-        Ok(())
-    }
-    async fn check_health(&self) -> Result<(), SinkError> {
-        Ok(())
-    }
+/// The event ids acknowledged on destinations starting with `prefix`.
+pub fn ids_on(sink: &MemorySink, prefix: &str) -> Vec<String> {
+    sink.acked()
+        .into_iter()
+        .filter(|m| m.destination.starts_with(prefix))
+        .map(|m| m.event_id)
+        .collect()
 }
 
 /// A publisher on `sink` and everything a window walk hands records to.

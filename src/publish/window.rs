@@ -327,7 +327,9 @@ fn dead_letter<P>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::publish::test_support::{page, publishing_to, MemorySink, Reply, ScriptedPages};
+    use crate::publish::test_support::{
+        ids_on, page, publishing_to, refusing, MemorySink, Reply, ScriptedPages,
+    };
     use serde_json::{json, Value};
 
     const CALLS: &str = "telavox.studio.calls";
@@ -387,7 +389,7 @@ mod tests {
                 then: page(vec![b.clone(), c.clone()], None),
             },
         ]);
-        let sink = Arc::new(MemorySink::default());
+        let sink = Arc::new(MemorySink::new());
         let (out, publisher) = publishing_to(sink.clone());
         let claimed = RecentIds::new(100);
         let skip = Skip {
@@ -401,7 +403,7 @@ mod tests {
         assert_eq!(outcome, WindowOutcome::Done);
         // Done means settled: everything is on the broker, in page order.
         assert_eq!(
-            sink.ids_on(CALLS),
+            ids_on(&sink, CALLS),
             [event_id(&a), event_id(&b), event_id(&c)]
         );
         let cursors: Vec<_> = pages.asked().into_iter().map(|a| a.after).collect();
@@ -433,7 +435,7 @@ mod tests {
             vec![json!(42), a.clone(), b.clone()],
             None,
         ))]);
-        let sink = Arc::new(MemorySink::refusing(&event_id(&b)));
+        let sink = Arc::new(refusing(&event_id(&b)));
         let (out, publisher) = publishing_to(sink.clone());
         let counters = Counters::default();
         let outcome = walk_calls(&pages, &out, &Skip::default(), &counters)
@@ -442,7 +444,7 @@ mod tests {
 
         // A refused record does not fail its window: it is a dead letter.
         assert_eq!(outcome, WindowOutcome::Done);
-        assert_eq!(sink.ids_on(CALLS), [event_id(&a)]);
+        assert_eq!(ids_on(&sink, CALLS), [event_id(&a)]);
         assert_eq!(
             count(&counters.dead),
             1,
@@ -454,14 +456,14 @@ mod tests {
             stats.dead_lettered, 2,
             "the bad record's and the refused one's"
         );
-        assert_eq!(sink.ids_on(DEAD_LETTERS).len(), 2);
+        assert_eq!(ids_on(&sink, DEAD_LETTERS).len(), 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn records_on_the_destination_are_left_out_and_still_covered() {
         let (a, b) = (call("a"), call("b"));
         let pages = ScriptedPages::new([Reply::Page(page(vec![a.clone(), b.clone()], None))]);
-        let sink = Arc::new(MemorySink::default());
+        let sink = Arc::new(MemorySink::new());
         let (out, _publisher) = publishing_to(sink.clone());
         let on_destination = RecentIds::new(10);
         on_destination.insert(&event_id(&a));
@@ -475,7 +477,7 @@ mod tests {
         let counters = Counters::default();
         walk_calls(&pages, &out, &skip, &counters).await.unwrap();
 
-        assert_eq!(sink.ids_on(CALLS), [event_id(&b)]);
+        assert_eq!(ids_on(&sink, CALLS), [event_id(&b)]);
         assert_eq!(count(&counters.skipped), 1);
         assert_eq!(
             covered.into_inner().unwrap(),
@@ -499,7 +501,7 @@ mod tests {
             Reply::Page(page(vec![call("a")], Some("x"))),
             Reply::Page(page(vec![call("b")], Some("x"))),
         ]);
-        let (out, _publisher) = publishing_to(Arc::new(MemorySink::default()));
+        let (out, _publisher) = publishing_to(Arc::new(MemorySink::new()));
         let e = walk_calls(&pages, &out, &Skip::default(), &Counters::default())
             .await
             .unwrap_err();
@@ -513,7 +515,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stop_between_pages_interrupts_once_what_was_handed_over_settled() {
         let (a, b) = (call("a"), call("b"));
-        let sink = Arc::new(MemorySink::default());
+        let sink = Arc::new(MemorySink::new());
         let (out, _publisher) = publishing_to(sink.clone());
         let mut pages = ScriptedPages::new([
             Reply::Page(page(vec![a.clone(), b.clone()], Some("p2"))),
@@ -527,7 +529,7 @@ mod tests {
 
         assert_eq!(outcome, WindowOutcome::Interrupted);
         assert_eq!(pages.asked().len(), 1);
-        assert_eq!(sink.ids_on(CALLS), [event_id(&a), event_id(&b)]);
+        assert_eq!(ids_on(&sink, CALLS), [event_id(&a), event_id(&b)]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -535,12 +537,12 @@ mod tests {
         let pages = ScriptedPages::new([Reply::Fail(HistoricError::Unauthorized {
             url: "http://127.0.0.1/graphql".into(),
         })]);
-        let sink = Arc::new(MemorySink::default());
+        let sink = Arc::new(MemorySink::new());
         let (out, _publisher) = publishing_to(sink.clone());
         let e = walk_calls(&pages, &out, &Skip::default(), &Counters::default())
             .await
             .unwrap_err();
         assert!(matches!(e, HistoricError::Unauthorized { .. }), "{e}");
-        assert!(sink.sent().is_empty());
+        assert!(sink.acked().is_empty());
     }
 }

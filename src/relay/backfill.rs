@@ -369,7 +369,9 @@ async fn backfill_once<P: HistoricPages>(
 mod tests {
     use super::*;
     use crate::model::Envelope;
-    use crate::publish::test_support::{page, publishing_to, MemorySink, Reply, ScriptedPages};
+    use crate::publish::test_support::{
+        ids_on, page, publishing_to, MemorySink, Reply, ScriptedPages,
+    };
     use crate::upstream::live::SocketEvent::{Connected, Disconnected};
     use serde_json::{json, Value};
 
@@ -454,7 +456,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_reconnect_backfills_its_gap_twice_leaving_out_what_was_published() {
         let (a, b, c) = (call("a"), call("b"), call("c"));
-        let sink = Arc::new(MemorySink::default());
+        let sink = Arc::new(MemorySink::new());
         let (out, _publisher) = publishing_to(sink.clone());
         let clock = Arc::new(UpstreamClock::default());
         clock.observe(&Arc::from("acme"), T0);
@@ -475,7 +477,7 @@ mod tests {
         let pages = backfill(plan, pages, events, deps).await;
 
         assert_eq!(
-            sink.ids_on("telavox.studio.calls"),
+            ids_on(&sink, "telavox.studio.calls"),
             [envelope(&b).event_id, envelope(&c).event_id]
         );
         // Both passes cover the gap, widened by the margin on both sides.
@@ -502,7 +504,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_restart_backfills_from_the_checkpoint_once_the_socket_connects() {
         let a = call("a");
-        let sink = Arc::new(MemorySink::default());
+        let sink = Arc::new(MemorySink::new());
         let (out, _publisher) = publishing_to(sink.clone());
         let clock = Arc::new(UpstreamClock::default());
         let mut deps = deps(out, &clock);
@@ -519,12 +521,15 @@ mod tests {
 
         assert_eq!(pages.asked().len(), 1, "no recheck when it is off");
         assert_eq!(pages.asked()[0].start_date, iso(T0 - 60_000));
-        assert_eq!(sink.ids_on("telavox.studio.calls"), [envelope(&a).event_id]);
+        assert_eq!(
+            ids_on(&sink, "telavox.studio.calls"),
+            [envelope(&a).event_id]
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_profile_live_gap_becomes_a_marker_on_the_control_topic() {
-        let sink = Arc::new(MemorySink::default());
+        let sink = Arc::new(MemorySink::new());
         let (out, _publisher) = publishing_to(sink.clone());
         let clock = Arc::new(UpstreamClock::default());
         clock.observe(&Arc::from("acme"), T0);
@@ -544,17 +549,17 @@ mod tests {
         );
         // The marker is published once the publisher has it; wait for it.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while sink.sent().is_empty() && tokio::time::Instant::now() < deadline {
+        while sink.acked().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let sent = sink.sent();
+        let sent = sink.acked();
         assert_eq!(sent.len(), 1, "{sent:?}");
         assert_eq!(sent[0].destination, "telavox.studio.control");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_shutdown_before_the_recheck_keeps_the_gap_holding_the_checkpoint() {
-        let sink = Arc::new(MemorySink::default());
+        let sink = Arc::new(MemorySink::new());
         let (out, _publisher) = publishing_to(sink.clone());
         let clock = Arc::new(UpstreamClock::default());
         clock.observe(&Arc::from("acme"), T0);
@@ -573,7 +578,7 @@ mod tests {
 
         assert_eq!(pages.asked().len(), 1);
         assert_eq!(
-            sink.ids_on("telavox.studio.calls").len(),
+            ids_on(&sink, "telavox.studio.calls").len(),
             1,
             "the first pass finished"
         );
