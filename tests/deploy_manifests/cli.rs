@@ -31,6 +31,10 @@ pub fn loads_config(cli: &Cli) -> bool {
     )
 }
 
+/// `studio-relay`'s arguments in a container, `None` when it runs another
+/// program, `Err` when its command line cannot be put together.
+pub type ContainerArgs = Result<Option<Vec<String>>, String>;
+
 /// The arguments `studio-relay` gets in a container of the image: an
 /// entrypoint override replaces the image's ENTRYPOINT and drops its CMD (as
 /// Docker and Kubernetes do). `Ok(None)` when the container runs another program.
@@ -38,7 +42,7 @@ pub fn container_args(
     entrypoint: Option<Vec<String>>,
     command: Option<Vec<String>>,
     image: &Dockerfile,
-) -> Result<Option<Vec<String>>, String> {
+) -> ContainerArgs {
     let image_cmd = || {
         image
             .exec_form("CMD")
@@ -87,7 +91,8 @@ pub fn strings(v: &Value) -> Option<Vec<String>> {
 #[test]
 fn every_command_line_parses_with_the_real_parser() {
     let image = Dockerfile::load();
-    let mut lines: Vec<(&str, String, Result<Option<Vec<String>>, String>)> = Vec::new();
+    // (source, place, the arguments studio-relay gets there)
+    let mut lines: Vec<(&str, String, ContainerArgs)> = Vec::new();
     lines.push((
         "Dockerfile",
         "ENTRYPOINT + CMD".into(),

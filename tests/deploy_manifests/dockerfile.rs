@@ -122,7 +122,7 @@ fn check_healthcheck(dockerfile: &Dockerfile, problems: &mut Problems) {
         dockerfile
             .runtime_stage()
             .iter()
-            .any(|i| i.keyword == "RUN" && i.args.contains(program))
+            .any(|i| i.keyword == "RUN" && i.args.split_whitespace().any(|w| w == program))
     };
     for program in ["curl", "wget"] {
         problems.check(!healthcheck.contains(program) || installs(program), || {

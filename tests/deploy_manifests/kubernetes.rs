@@ -242,10 +242,13 @@ fn check_service_account(place: &str, pod: &Value, problems: &mut Problems) {
     problems.check(sa == "default" || !defined.is_empty(), || {
         format!("{place}: serviceAccountName {sa} is defined by no kustomization")
     });
-    let no_token = pod["automountServiceAccountToken"] == false
-        || defined
+    // The pod's setting wins over its ServiceAccount's.
+    let no_token = match pod.get("automountServiceAccountToken") {
+        Some(setting) => setting == false,
+        None => defined
             .iter()
-            .any(|o| o["automountServiceAccountToken"] == false);
+            .any(|o| o["automountServiceAccountToken"] == false),
+    };
     problems.check(no_token, || {
         format!("{place}: automountServiceAccountToken must be false (the relay talks to no Kubernetes API)")
     });

@@ -128,11 +128,11 @@ pub fn run_tool(name: &str, args: &[&str], stdin: Option<&str>) -> Result<String
     if out.status.success() {
         Ok(stdout)
     } else {
+        let output = stdout + &String::from_utf8_lossy(&out.stderr);
         Err(format!(
-            "{name} {} ({}):\n{stdout}{}",
-            args.join(" "),
+            "{name} failed ({}):\n      {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr)
+            output.trim().replace('\n', "\n      ")
         ))
     }
 }
@@ -223,19 +223,21 @@ pub fn items<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
         .unwrap_or_default()
 }
 
-/// Whether `selector` (a `matchLabels` map, or a LabelSelector with
-/// `matchLabels` / `matchExpressions`) selects `labels`.
+/// Whether `selector` (a Service's label map, or a LabelSelector with
+/// `matchLabels` / `matchExpressions`) selects `labels`. An empty selector
+/// selects nothing here: every selector of the project names its pods.
 pub fn selects(selector: &Value, labels: &Value) -> bool {
-    let match_labels =
-        if selector.get("matchLabels").is_some() || selector.get("matchExpressions").is_some() {
-            &selector["matchLabels"]
-        } else {
-            selector
-        };
-    let Some(wanted) = match_labels.as_object() else {
-        return false;
+    let is_label_selector =
+        selector.get("matchLabels").is_some() || selector.get("matchExpressions").is_some();
+    let (wanted, expressions) = if is_label_selector {
+        (
+            &selector["matchLabels"],
+            items(selector, "/matchExpressions"),
+        )
+    } else {
+        (selector, &[][..])
     };
-    let expressions = items(selector, "/matchExpressions");
+    let wanted = wanted.as_object().cloned().unwrap_or_default();
     (!wanted.is_empty() || !expressions.is_empty())
         && wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
         && expressions.iter().all(|e| expression_holds(e, labels))

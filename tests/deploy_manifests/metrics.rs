@@ -262,13 +262,11 @@ fn dashboard_queries_name_real_metrics() {
         .filter_map(|v| v["name"].as_str())
         .collect();
     for v in items(&dashboard, "/templating/list") {
-        if let Some(query) = v["definition"].as_str() {
-            check_label_values(
-                &exported,
-                &format!("{DASHBOARD} variable {}", v["name"]),
-                query,
-                &mut problems,
-            );
+        let place = format!("{DASHBOARD} variable {}", v["name"]);
+        for query in [&v["definition"], &v["query"]["query"]] {
+            if let Some(query) = query.as_str() {
+                check_label_values(&exported, &place, query, &mut problems);
+            }
         }
     }
     let panels = items(&dashboard, "/panels")
@@ -312,19 +310,24 @@ fn dashboard_queries_name_real_metrics() {
     problems.assert_none("Grafana dashboard");
 }
 
-/// Grafana's `label_values(metric, label)` variable query.
+/// Grafana's `label_values(metric, label)` variable query: the series exist
+/// and carry the label.
 fn check_label_values(exported: &Exported, place: &str, query: &str, problems: &mut Problems) {
-    let Some(inner) = query
+    let call = query
         .strip_prefix("label_values(")
-        .and_then(|q| q.strip_suffix(')'))
-    else {
+        .and_then(|q| q.strip_suffix(')'));
+    let Some((selector, label)) = call.and_then(|c| c.rsplit_once(',')) else {
         return;
     };
-    let Some((selector, label)) = inner.rsplit_once(',') else {
-        return;
+    let (selector, label) = (selector.trim(), label.trim());
+    let Ok(ast) = parser::parse(selector) else {
+        return problems.push(format!("{place}: {selector} does not parse as PromQL"));
     };
-    let label = label.trim();
-    exported.check_promql(place, &format!("sum by ({label}) ({selector})"), problems);
+    if let Some(labels) = exported.labels_of(place, &ast, problems) {
+        problems.check(labels.contains(label), || {
+            format!("{place}: {query}: {selector} has no label `{label}`")
+        });
+    }
 }
 
 /// A dashboard query with Grafana's variables replaced by values PromQL
@@ -444,13 +447,12 @@ fn promql_in_prose(guide: &str) -> Vec<(String, String)> {
             Event::Start(Tag::Table(_)) => in_table = true,
             Event::End(TagEnd::Table) => in_table = false,
             Event::Text(t) if in_h2 => section.push_str(&t),
-            Event::Code(code) if section == "Alerts" || (section == "Metrics" && !in_table) => {
-                if code.contains("studio_relay_") {
-                    out.push((
-                        format!("{OPERATIONS_GUIDE} section {section}: `{code}`"),
-                        code.to_string(),
-                    ));
-                }
+            Event::Code(code)
+                if code.contains("studio_relay_")
+                    && (section == "Alerts" || (section == "Metrics" && !in_table)) =>
+            {
+                let place = format!("{OPERATIONS_GUIDE} section {section}: `{code}`");
+                out.push((place, code.to_string()));
             }
             _ => {}
         }
