@@ -3,6 +3,10 @@
 //! counters, base units (seconds, bytes), low-cardinality labels only
 //! (tenant, source, origin, reason, kind, sink).
 
+use std::cell::RefCell;
+
+use prometheus::core::Collector;
+use prometheus::proto::MetricType;
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -11,6 +15,7 @@ use prometheus::{
 /// Every metric the relay exports.
 pub struct Metrics {
     registry: Registry,
+    families: Vec<FamilyDescriptor>,
     pub frames_received: IntCounterVec,
     pub events_published: IntCounterVec,
     pub publish_failures: IntCounterVec,
@@ -63,7 +68,7 @@ pub struct KafkaClientMetrics {
 }
 
 impl KafkaClientMetrics {
-    fn new(r: &Registry) -> Self {
+    fn new(r: &Catalogue) -> Self {
         KafkaClientMetrics {
             queue_messages: gauge(
                 r,
@@ -115,6 +120,39 @@ impl KafkaClientMetrics {
     }
 }
 
+/// A metric family as registered: its name, type and label names. Listed by
+/// [`Metrics::families`] whether or not it has a series yet (the exposition
+/// leaves out a labelled family until its first series).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FamilyDescriptor {
+    pub name: String,
+    pub kind: MetricType,
+    pub labels: Vec<String>,
+}
+
+/// The registry while [`Metrics::new`] fills it, remembering what it registers.
+#[derive(Default)]
+struct Catalogue {
+    registry: Registry,
+    families: RefCell<Vec<FamilyDescriptor>>,
+}
+
+impl Catalogue {
+    fn add<C: Collector + Clone + 'static>(&self, collector: &C) {
+        // `desc` names the labels; `collect` gives the type, even of an empty vector.
+        for (desc, family) in collector.desc().into_iter().zip(collector.collect()) {
+            self.families.borrow_mut().push(FamilyDescriptor {
+                name: desc.fq_name.clone(),
+                kind: family.get_field_type(),
+                labels: desc.variable_labels.clone(),
+            });
+        }
+        self.registry
+            .register(Box::new(collector.clone()))
+            .expect("metric registered once");
+    }
+}
+
 const TS: &[&str] = &["tenant", "source"];
 
 /// The gaps between a live event's hand-overs, in order, as the `stage`
@@ -138,7 +176,7 @@ const STAGE_BUCKETS: &[f64] = &[
 ];
 
 fn histogram_vec(
-    registry: &Registry,
+    registry: &Catalogue,
     name: &str,
     help: &str,
     labels: &[&str],
@@ -149,47 +187,37 @@ fn histogram_vec(
         labels,
     )
     .expect("metric definition is valid");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("metric registered once");
+    registry.add(&h);
     h
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+fn counter(registry: &Catalogue, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition is valid");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("metric registered once");
+    registry.add(&c);
     c
 }
 
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+fn gauge_vec(registry: &Catalogue, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition is valid");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("metric registered once");
+    registry.add(&g);
     g
 }
 
-fn float_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+fn float_gauge_vec(registry: &Catalogue, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(name, help), labels).expect("metric definition is valid");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("metric registered once");
+    registry.add(&g);
     g
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+fn gauge(registry: &Catalogue, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("metric definition is valid");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("metric registered once");
+    registry.add(&g);
     g
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let r = Registry::new();
+        let r = Catalogue::default();
         let latency = histogram_vec(
             &r,
             "studio_relay_end_to_end_latency_seconds",
@@ -209,8 +237,7 @@ impl Metrics {
             "Start time of the process, Unix seconds.",
         )
         .expect("metric definition is valid");
-        r.register(Box::new(start.clone()))
-            .expect("metric registered once");
+        r.add(&start);
         start.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
         let m = Metrics {
             frames_received: counter(
@@ -388,7 +415,8 @@ impl Metrics {
             ),
             process_start_time: start,
             kafka: KafkaClientMetrics::new(&r),
-            registry: r,
+            registry: r.registry,
+            families: r.families.into_inner(),
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -401,6 +429,11 @@ impl Metrics {
         self.last_event_timestamp
             .with_label_values(&[tenant, source])
             .set(unix_now_seconds());
+    }
+
+    /// Every registered family, including labelled ones without a series yet.
+    pub fn families(&self) -> &[FamilyDescriptor] {
+        &self.families
     }
 
     /// Prometheus text exposition of every metric.
@@ -471,5 +504,24 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("studio_relay_build_info"));
+    }
+
+    #[test]
+    fn families_list_labelled_families_before_their_first_series() {
+        let m = Metrics::new();
+        assert!(!m.render().contains("studio_relay_gaps_total"));
+        let gaps = m
+            .families()
+            .iter()
+            .find(|f| f.name == "studio_relay_gaps_total")
+            .expect("gaps family listed");
+        assert_eq!(gaps.kind, MetricType::COUNTER);
+        assert_eq!(gaps.labels, ["tenant", "source"]);
+        let latency = m
+            .families()
+            .iter()
+            .find(|f| f.name == "studio_relay_end_to_end_latency_seconds")
+            .expect("latency family listed");
+        assert_eq!(latency.kind, MetricType::HISTOGRAM);
     }
 }

@@ -9,4 +9,4 @@ pub mod server;
 pub mod shutdown;
 
 pub use health::{Health, SocketState};
-pub use metrics::{Metrics, LATENCY_STAGES};
+pub use metrics::{FamilyDescriptor, Metrics, LATENCY_STAGES};
