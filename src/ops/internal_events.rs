@@ -183,10 +183,17 @@ pub struct ReplayPlanned {
     pub tenants: usize,
     pub to_fetch: usize,
     pub already_done: usize,
+    /// Windows to fetch per source (the `studio_relay_replay_windows` gauge).
+    pub to_fetch_by_source: Vec<(&'static str, usize)>,
 }
 
 impl ReplayPlanned {
-    pub fn emit(&self, _m: &Metrics) {
+    pub fn emit(&self, m: &Metrics) {
+        for (source, n) in &self.to_fetch_by_source {
+            m.replay_windows_total
+                .with_label_values(&[source])
+                .set(*n as i64);
+        }
         tracing::info!(
             from = %self.from, to = %self.to, windows = self.windows, sources = self.sources,
             tenants = self.tenants, to_fetch = self.to_fetch, already_done = self.already_done,
@@ -1282,5 +1289,35 @@ pub struct OpsListenerFailed<'a> {
 impl OpsListenerFailed<'_> {
     pub fn emit(&self) {
         tracing::error!(error = self.error, "ops listener failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_planned_replay_sets_the_windows_gauge_per_source() {
+        let m = Metrics::new();
+        ReplayPlanned {
+            from: chrono::DateTime::UNIX_EPOCH,
+            to: chrono::DateTime::UNIX_EPOCH,
+            windows: 3,
+            sources: 2,
+            tenants: 1,
+            to_fetch: 5,
+            already_done: 1,
+            to_fetch_by_source: vec![("calls", 3), ("queues", 2)],
+        }
+        .emit(&m);
+        let text = m.render();
+        assert!(
+            text.contains("studio_relay_replay_windows{source=\"calls\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("studio_relay_replay_windows{source=\"queues\"} 2"),
+            "{text}"
+        );
     }
 }

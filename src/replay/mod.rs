@@ -406,6 +406,16 @@ async fn plan_windows(
         tenants: config.tenants.len(),
         to_fetch: plan.units.len(),
         already_done: plan.skipped,
+        to_fetch_by_source: request
+            .sources
+            .iter()
+            .map(|s| {
+                (
+                    s.as_str(),
+                    plan.units.iter().filter(|u| u.source == *s).count(),
+                )
+            })
+            .collect(),
     }
     .emit(metrics);
     Ok((checkpoint, plan))
