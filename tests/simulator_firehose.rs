@@ -85,7 +85,13 @@ async fn read_all(
                 let mut kept = Vec::new();
                 let mut n = 0usize;
                 let (mut batches, mut batch) = (Vec::new(), (None, 0usize));
-                while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, ws.next()).await {
+                // The deadline is checked on every frame too: an unpaced
+                // stream can keep the socket's buffer full, and then the
+                // read never waits long enough for the timeout to fire.
+                while tokio::time::Instant::now() < deadline {
+                    let Ok(Some(msg)) = tokio::time::timeout_at(deadline, ws.next()).await else {
+                        break;
+                    };
                     if let Message::Text(t) = msg.expect("ws error") {
                         n += 1;
                         if let Some(sent) = send_time_in(&t) {
