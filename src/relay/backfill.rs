@@ -414,6 +414,15 @@ mod tests {
         }
     }
 
+    /// A socket of `source` that connects, is lost and connects again.
+    fn reconnect(source: DataSource) -> Vec<SocketEvent> {
+        vec![
+            event(true, source),
+            event(false, source),
+            event(true, source),
+        ]
+    }
+
     fn event(connected: bool, source: DataSource) -> SocketEvent {
         let tenant: Arc<str> = Arc::from("acme");
         match connected {
@@ -468,11 +477,7 @@ mod tests {
             // The recheck finds a record that was late in the historic layer.
             Reply::Page(page(vec![a.clone(), b.clone(), c.clone()], None)),
         ]);
-        let events = vec![
-            event(true, DataSource::Calls),
-            event(false, DataSource::Calls),
-            event(true, DataSource::Calls),
-        ];
+        let events = reconnect(DataSource::Calls);
         let plan = plan(DataSource::Calls, Duration::from_secs(600));
         let pages = backfill(plan, pages, events, deps).await;
 
@@ -534,11 +539,7 @@ mod tests {
         let clock = Arc::new(UpstreamClock::default());
         clock.observe(&Arc::from("acme"), T0);
         let deps = deps(out, &clock);
-        let events = vec![
-            event(true, DataSource::ProfileLive),
-            event(false, DataSource::ProfileLive),
-            event(true, DataSource::ProfileLive),
-        ];
+        let events = reconnect(DataSource::ProfileLive);
         let pages = ScriptedPages::default();
         let plan = plan(DataSource::ProfileLive, Duration::from_secs(600));
         let pages = backfill(plan, pages, events, deps).await;
@@ -568,11 +569,7 @@ mod tests {
         let mut pages = ScriptedPages::new([Reply::Page(page(vec![call("a")], None))]);
         // Shutdown comes while the first pass runs; the recheck never does.
         pages.on_first = Some(stop);
-        let events = vec![
-            event(true, DataSource::Calls),
-            event(false, DataSource::Calls),
-            event(true, DataSource::Calls),
-        ];
+        let events = reconnect(DataSource::Calls);
         let plan = plan(DataSource::Calls, Duration::from_secs(600));
         let pages = backfill(plan, pages, events, deps).await;
 
