@@ -153,7 +153,8 @@ pub struct WalkOutput {
     pub tx: Intake,
     pub builder: Arc<MessageBuilder>,
     pub metrics: Arc<Metrics>,
-    /// Cancelled to stop every walk between pages.
+    /// Cancelled to stop every walk: between pages, or while a page is
+    /// being fetched and retried.
     pub stop: CancellationToken,
 }
 
@@ -192,7 +193,16 @@ pub async fn walk<P: HistoricPages>(
             tracker.wait().await;
             return Ok(WindowOutcome::Interrupted);
         }
-        let page = fetch(out, &req, root, &selection, after.as_deref()).await?;
+        // A page's retries can outlast the drain deadline (the upstream is
+        // down at shutdown, say): a stop ends the wait for it too.
+        let page = tokio::select! {
+            biased;
+            _ = out.stop.cancelled() => {
+                tracker.wait().await;
+                return Ok(WindowOutcome::Interrupted);
+            }
+            page = fetch(out, &req, root, &selection, after.as_deref()) => page?,
+        };
         let received_at_ms = Utc::now().timestamp_millis();
         for raw in &page.data {
             let Some(outgoing) = prepare(out, &req, &tracker, raw, received_at_ms) else {
@@ -529,6 +539,39 @@ mod tests {
 
         assert_eq!(outcome, WindowOutcome::Interrupted);
         assert_eq!(pages.asked().len(), 1);
+        assert_eq!(ids_on(&sink, CALLS), [event_id(&a), event_id(&b)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_while_a_page_is_retried_interrupts_without_waiting_for_it() {
+        let (a, b) = (call("a"), call("b"));
+        let sink = Arc::new(MemorySink::new());
+        let (out, _publisher) = publishing_to(sink.clone());
+        let down = HistoricError::Protocol("connection refused".into());
+        let pages = ScriptedPages::new([
+            Reply::Page(page(vec![a.clone(), b.clone()], Some("p2"))),
+            Reply::Retried {
+                error: down,
+                delay: Duration::from_secs(3600),
+                then: page(vec![call("c")], None),
+            },
+        ]);
+        let stop = out.stop.clone();
+        let started = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            stop.cancel();
+        });
+        let outcome = walk_calls(&pages, &out, &Skip::default(), &Counters::default())
+            .await
+            .unwrap();
+
+        assert_eq!(outcome, WindowOutcome::Interrupted);
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "the walk waited for the retry: {:?}",
+            started.elapsed()
+        );
         assert_eq!(ids_on(&sink, CALLS), [event_id(&a), event_id(&b)]);
     }
 
