@@ -3,8 +3,9 @@
 //! The modules follow the path of an event:
 //!
 //! - [`upstream`]: talking to Telavox. [`upstream::live`] keeps the WebSockets
-//!   connected (backoff, ping/pong liveness); [`upstream::historic`] walks the
-//!   GraphQL API page by page.
+//!   connected (backoff, ping/pong liveness), through the environment's
+//!   proxy when it names one ([`upstream::egress`]); [`upstream::historic`]
+//!   walks the GraphQL API page by page.
 //! - [`model`]: the canonical records, the normalizers from live (snake_case)
 //!   and historic (camelCase) JSON, and each record's event id and match key.
 //!   Pure: no I/O, no async.

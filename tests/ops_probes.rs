@@ -1,5 +1,6 @@
 //! `/metrics` agrees with the broker; `/readyz` follows the
-//! broker's health and the token's validity.
+//! broker's health, and a tenant whose token is refused degrades that
+//! tenant only.
 
 mod support;
 
@@ -190,7 +191,12 @@ async fn a_refused_token_makes_the_relay_not_ready() {
         "token leaked into /metrics"
     );
     // auth_backoff is 2 s: never a hot loop.
-    let refusals = log.lines("HTTP 401");
+    // The log is the test binary's: only this test's tenant.
+    let refusals: Vec<_> = log
+        .lines("HTTP 401")
+        .into_iter()
+        .filter(|l| l["tenant"] == "acme")
+        .collect();
     assert_eq!(
         by_source(&refusals).len(),
         DataSource::ALL.len(),
@@ -200,4 +206,77 @@ async fn a_refused_token_makes_the_relay_not_ready() {
     shutdown.cancel();
     relay.wait().await.unwrap();
     sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_degrades_its_tenant_only_and_the_relay_stays_ready() {
+    let nats = support::NatsServer::start();
+    // Nine accounts the simulator knows; the tenth's token it refuses.
+    let good: Vec<String> = (0..9).map(|i| format!("tenant-token-{i}")).collect();
+    let sim = support::live::start_simulator(&good.join(","), &[]).await;
+    let mut tenants: Vec<(String, String)> = Vec::new();
+    for (i, token) in good.iter().enumerate() {
+        tenants.push((format!("STUDIO_RELAY__TENANTS__{i}__NAME"), format!("t{i}")));
+        tenants.push((format!("STUDIO_RELAY__TENANTS__{i}__TOKEN"), token.clone()));
+    }
+    tenants.push(("STUDIO_RELAY__TENANTS__9__NAME".into(), "t9".into()));
+    tenants.push((
+        "STUDIO_RELAY__TENANTS__9__TOKEN".into(),
+        "a-revoked-token".into(),
+    ));
+    let mut overrides: Vec<(&str, String)> = vec![
+        ("STUDIO_RELAY__SINK__KIND", "nats".into()),
+        ("STUDIO_RELAY__SINK__NATS__URL", nats.url()),
+        ("STUDIO_RELAY__SINK__NATS__STREAM", "TENANTS".into()),
+    ];
+    overrides.extend(tenants.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    let config = support::live::relay_config(&sim, &good[0], &overrides);
+    assert_eq!(config.tenants.len(), 10);
+    let shutdown = CancellationToken::new();
+    let relay = studio_relay::relay::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    let addr = relay.ops_addr.unwrap();
+
+    let state = |tenant: &str, state: &str| {
+        metric_sum(
+            &relay.metrics.render(),
+            "studio_relay_tenant_state",
+            &format!("state=\"{state}\",tenant=\"{tenant}\""),
+        )
+    };
+    let published = |tenant: &str| {
+        metric_sum(
+            &relay.metrics.render(),
+            "studio_relay_events_published_total",
+            &format!("tenant=\"{tenant}\""),
+        )
+    };
+    support::live::wait_until(
+        "the revoked tenant unauthorized, the nine others publishing",
+        Duration::from_secs(60),
+        || state("t9", "unauthorized") == 1.0 && (0..9).all(|i| published(&format!("t{i}")) >= 5.0),
+    )
+    .await;
+    for i in 0..9 {
+        assert_eq!(state(&format!("t{i}"), "connected"), 1.0, "t{i}");
+    }
+    assert_eq!(state("t9", "connected"), 0.0);
+    assert_eq!(published("t9"), 0.0);
+    let (status, body) = get(addr, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("degraded") && body.contains("socket t9/calls: Unauthorized"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("a-revoked-token"),
+        "token leaked into /readyz"
+    );
+    assert!(
+        !body.lines().any(|l| l.starts_with("socket t0/")),
+        "only the revoked tenant is listed: {body}"
+    );
+    shutdown.cancel();
+    relay.wait().await.unwrap();
 }

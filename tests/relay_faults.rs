@@ -146,9 +146,20 @@ async fn an_invalid_path_stops_one_source_and_leaves_the_others_flowing() {
             "{source}\n{text}"
         );
     }
+    // The tenant is degraded, the relay stays ready: the rest flows.
+    let degraded = relay
+        .health
+        .ready()
+        .expect("the other sources keep the relay ready");
+    assert_eq!(degraded.len(), 1, "{degraded:?}");
     assert!(
-        relay.health.ready().is_err(),
-        "a source that cannot connect makes the relay not ready"
+        degraded[0].contains("/profile_live: InvalidPath"),
+        "{degraded:?}"
+    );
+    assert_eq!(
+        metric_sum(&text, "studio_relay_tenant_state", "state=\"invalid_path\""),
+        1.0,
+        "{text}"
     );
     sim.shutdown().await;
     shutdown.cancel();

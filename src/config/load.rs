@@ -198,7 +198,8 @@ fn resolve_tokens(
     env: &[(String, String)],
     read_file: impl Fn(&Path) -> std::io::Result<String>,
 ) -> Result<(), ConfigError> {
-    if config.tenants.is_empty() {
+    // Without a token directory, the one tenant `default` with TELAVOX_TOKEN.
+    if config.tenants.is_empty() && config.token_dir.path.trim().is_empty() {
         config.tenants.push(Default::default());
     }
     for (i, tenant) in config.tenants.iter_mut().enumerate() {
@@ -248,6 +249,18 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         &c.upstream.graphql_url,
         &["http", "https"],
     )?;
+    if c.token_dir.poll_interval.is_zero() {
+        return Err(ConfigError::invalid(
+            "token_dir.poll_interval",
+            "must be above zero",
+        ));
+    }
+    if c.ops.tenant_label_buckets == 0 {
+        return Err(ConfigError::invalid(
+            "ops.tenant_label_buckets",
+            "must be at least 1",
+        ));
+    }
     if c.upstream.sources.is_empty() {
         return Err(ConfigError::invalid(
             "upstream.sources",
@@ -297,6 +310,12 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             return Err(ConfigError::invalid(
                 format!("tenants[{i}].name"),
                 format!("duplicate tenant name {:?}", t.name),
+            ));
+        }
+        if t.sources.as_ref().is_some_and(Vec::is_empty) {
+            return Err(ConfigError::invalid(
+                format!("tenants[{i}].sources"),
+                "at least one source is required (leave it out for upstream.sources)",
             ));
         }
     }

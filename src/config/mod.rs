@@ -26,6 +26,9 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Telavox accounts. Each tenant has its own token and its own sockets.
     pub tenants: Vec<TenantConfig>,
+    /// More tenants, from a directory of token files, changed without a
+    /// restart.
+    pub token_dir: TokenDirConfig,
     /// How records are encoded on the wire.
     pub encoding: EncodingConfig,
     /// Where records are published.
@@ -119,6 +122,10 @@ pub struct TenantConfig {
     /// The token itself, resolved at load time. Never set this in a file that
     /// is committed anywhere; prefer `token_file` or `token_env`.
     pub token: Secret,
+    /// The live sources relayed for this account (default:
+    /// `upstream.sources`). An account without the rights to a source
+    /// (Telavox answers `Invalid path.`) needs no socket that will be refused.
+    pub sources: Option<Vec<DataSource>>,
 }
 
 impl Default for TenantConfig {
@@ -128,6 +135,51 @@ impl Default for TenantConfig {
             token_file: None,
             token_env: "TELAVOX_TOKEN".into(),
             token: Secret::default(),
+            sources: None,
+        }
+    }
+}
+
+impl Config {
+    /// The live sources relayed for `tenant`: its own, or `upstream.sources`.
+    pub fn tenant_sources<'a>(&'a self, tenant: &'a TenantConfig) -> &'a [DataSource] {
+        tenant.sources.as_deref().unwrap_or(&self.upstream.sources)
+    }
+
+    /// Every source some tenant relays, in [`DataSource::ALL`] order.
+    pub fn relayed_sources(&self) -> Vec<DataSource> {
+        DataSource::ALL
+            .into_iter()
+            .filter(|s| {
+                self.tenants
+                    .iter()
+                    .any(|t| self.tenant_sources(t).contains(s))
+            })
+            .collect()
+    }
+}
+
+/// Tenants from a directory of token files (a mounted Kubernetes Secret,
+/// one key per account): the file's name is the tenant's name, its content
+/// the token; they relay `upstream.sources`. Adding a file starts that
+/// tenant's sockets, changing it reconnects them with the new token,
+/// removing it stops them, each within `poll_interval`; no other tenant's
+/// sockets are touched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenDirConfig {
+    /// The directory. Empty: none (only `[[tenants]]`).
+    pub path: String,
+    /// How often the directory is read.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for TokenDirConfig {
+    fn default() -> Self {
+        TokenDirConfig {
+            path: String::new(),
+            poll_interval: Duration::from_secs(2),
         }
     }
 }
@@ -513,12 +565,32 @@ impl CheckpointMode {
 pub struct OpsConfig {
     /// Address of `/metrics`, `/healthz` and `/readyz`. Empty disables it.
     pub listen: String,
+    /// The `tenant` label of the per-event metrics (frames, published,
+    /// dead letters, suppressed, ...): `name`, `hashed` (one of
+    /// `tenant_label_buckets` buckets, `b0`, `b1`, ...) or `none` (left
+    /// empty). Per-tenant state (`socket_connected`, `tenant_state`,
+    /// `reconnects_total`, staleness, checkpoints) always carries the name.
+    pub tenant_label: TenantLabelMode,
+    /// Buckets of `tenant_label = "hashed"`.
+    pub tenant_label_buckets: u16,
 }
 
 impl Default for OpsConfig {
     fn default() -> Self {
         OpsConfig {
             listen: "127.0.0.1:9464".into(),
+            tenant_label: TenantLabelMode::Name,
+            tenant_label_buckets: 32,
         }
     }
+}
+
+/// See [`OpsConfig::tenant_label`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantLabelMode {
+    #[default]
+    Name,
+    Hashed,
+    None,
 }

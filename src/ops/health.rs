@@ -1,10 +1,14 @@
 //! Liveness and readiness state, shared by the socket tasks, the sink watcher
 //! and the HTTP endpoints.
 //!
-//! Ready means: every configured socket is connected (or still in its first
-//! connection attempt / first backoff) AND the sink answered its last health
-//! check. A broker outage therefore turns readiness off, which is what the
-//! platform team wants to see.
+//! Ready means: the sink answered its last health check AND the relay has
+//! something to relay: at least one socket connected (or still in its first
+//! connection attempt or first backoff). A broker outage turns readiness off
+//! (the whole pod is stuck), while one account's refused token, a source its
+//! account has no rights to, or a socket reconnecting degrades only that
+//! tenant: it is listed in `/readyz`'s body, in `studio_relay_tenant_state`,
+//! and alerted on, and the other tenants keep flowing. Only when no socket of
+//! any tenant is up does the pod relay nothing, and then it is not ready.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +34,18 @@ pub enum SocketState {
 }
 
 impl SocketState {
+    /// The tenant-state label this socket state counts as.
+    fn tenant_state(&self) -> TenantState {
+        match self {
+            SocketState::Starting => TenantState::Starting,
+            SocketState::Connected => TenantState::Connected,
+            SocketState::BackingOff { .. } => TenantState::Reconnecting,
+            SocketState::Unauthorized => TenantState::Unauthorized,
+            SocketState::InvalidPath => TenantState::InvalidPath,
+            SocketState::Stopped => TenantState::Stopped,
+        }
+    }
+
     fn is_ready(&self) -> bool {
         matches!(
             self,
@@ -39,6 +55,48 @@ impl SocketState {
         )
     }
 }
+
+/// One tenant's state: the worst of its sockets' (stopped ones only count
+/// when every socket is stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TenantState {
+    Connected,
+    Starting,
+    Stopped,
+    /// A socket is backing off before a reconnect.
+    Reconnecting,
+    /// A source its account has no rights to, or that does not exist.
+    InvalidPath,
+    /// Its token was refused (HTTP 401).
+    Unauthorized,
+}
+
+impl TenantState {
+    pub const ALL: [TenantState; 6] = [
+        TenantState::Connected,
+        TenantState::Starting,
+        TenantState::Stopped,
+        TenantState::Reconnecting,
+        TenantState::InvalidPath,
+        TenantState::Unauthorized,
+    ];
+
+    /// The `state` label of `studio_relay_tenant_state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantState::Connected => "connected",
+            TenantState::Starting => "starting",
+            TenantState::Stopped => "stopped",
+            TenantState::Reconnecting => "reconnecting",
+            TenantState::InvalidPath => "invalid_path",
+            TenantState::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+/// What `/readyz` says when ready: the sockets that are not up, one line
+/// each (empty when everything flows).
+pub type Degraded = Vec<String>;
 
 /// Shared health registry.
 #[derive(Default)]
@@ -60,9 +118,48 @@ impl Health {
         Self::default()
     }
 
-    pub fn set_socket(&self, tenant: &str, source: &str, state: SocketState) {
+    /// Records a socket's state; returns its tenant's state when that
+    /// changed with it.
+    pub fn set_socket(
+        &self,
+        tenant: &str,
+        source: &str,
+        state: SocketState,
+    ) -> Option<TenantState> {
+        let mut changed = None;
+        self.set_socket_then(tenant, source, state, |s| changed = Some(s));
+        changed
+    }
+
+    /// [`Health::set_socket`], calling `on_change` with the tenant's new
+    /// state (while no other socket can change it, so that what it reports
+    /// cannot overtake a later change).
+    pub fn set_socket_then(
+        &self,
+        tenant: &str,
+        source: &str,
+        state: SocketState,
+        on_change: impl FnOnce(TenantState),
+    ) {
         let mut map = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        let before = tenant_state(&map, tenant);
         map.insert((tenant.to_string(), source.to_string()), state);
+        let after = tenant_state(&map, tenant);
+        if let Some(after) = after.filter(|a| Some(*a) != before) {
+            on_change(after);
+        }
+    }
+
+    /// Forgets a removed tenant's sockets.
+    pub fn remove_tenant(&self, tenant: &str) {
+        let mut map = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|(t, _), _| t != tenant);
+    }
+
+    /// The tenant's state, from its sockets (None: no socket of it known).
+    pub fn tenant(&self, tenant: &str) -> Option<TenantState> {
+        let map = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        tenant_state(&map, tenant)
     }
 
     pub fn socket(&self, tenant: &str, source: &str) -> Option<SocketState> {
@@ -101,8 +198,8 @@ impl Health {
         }
     }
 
-    /// Readiness: `Err(causes)` when not ready.
-    pub fn ready(&self) -> Result<(), NotReady> {
+    /// Readiness: the degraded sockets when ready, `Err(causes)` when not.
+    pub fn ready(&self) -> Result<Degraded, NotReady> {
         let mut causes = Vec::new();
         if let Err(why) = self.live() {
             causes.push(format!("broken: {why}"));
@@ -122,17 +219,40 @@ impl Health {
             ));
         }
         let map = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
-        for ((tenant, source), state) in map.iter() {
-            if !state.is_ready() {
-                causes.push(format!("socket {tenant}/{source}: {state:?}"));
-            }
+        let degraded: Degraded = map
+            .iter()
+            .filter(|(_, state)| !state.is_ready())
+            .map(|((tenant, source), state)| format!("socket {tenant}/{source}: {state:?}"))
+            .collect();
+        if !map.is_empty() && degraded.len() == map.len() {
+            causes.push("no socket of any tenant is connected".to_string());
+            causes.extend(degraded);
+            return Err(causes);
         }
         if causes.is_empty() {
-            Ok(())
+            Ok(degraded)
         } else {
             Err(causes)
         }
     }
+}
+
+/// The worst state among `tenant`'s sockets; stopped sockets count only
+/// when all are stopped.
+fn tenant_state(
+    sockets: &BTreeMap<(String, String), SocketState>,
+    tenant: &str,
+) -> Option<TenantState> {
+    let states = sockets
+        .range((tenant.to_string(), String::new())..)
+        .take_while(|((t, _), _)| t == tenant)
+        .map(|(_, state)| state.tenant_state());
+    states.fold(None, |worst, s| match worst {
+        None => Some(s),
+        Some(TenantState::Stopped) => Some(s),
+        Some(w) if s == TenantState::Stopped => Some(w),
+        Some(w) => Some(w.max(s)),
+    })
 }
 
 #[cfg(test)]
@@ -155,22 +275,65 @@ mod tests {
                 reason: "closed".into(),
             },
         );
-        assert!(h.ready().is_ok(), "first backoff is still ready");
-        h.set_socket(
-            "t",
-            "queues",
-            SocketState::BackingOff {
-                attempt: 2,
-                reason: "closed".into(),
-            },
-        );
-        assert!(h.ready().is_err());
+        assert_eq!(h.ready(), Ok(vec![]), "first backoff is still up");
+        let second = SocketState::BackingOff {
+            attempt: 2,
+            reason: "closed".into(),
+        };
+        h.set_socket("t", "queues", second.clone());
+        assert_eq!(h.ready().unwrap().len(), 1, "degraded, the rest flows");
+        h.set_socket("t", "calls", second);
+        assert!(h.ready().is_err(), "no socket up at all");
         h.set_socket("t", "queues", SocketState::Connected);
+        h.set_socket("t", "calls", SocketState::Connected);
         h.set_sink(Err("down".into()));
         let causes = h.ready().unwrap_err();
         assert!(causes[0].contains("down"), "{causes:?}");
         h.set_sink(Ok(()));
         h.set_socket("t", "agents", SocketState::Unauthorized);
-        assert!(h.ready().is_err());
+        let degraded = h.ready().expect("other sockets flow");
+        assert_eq!(degraded, ["socket t/agents: Unauthorized"]);
+    }
+
+    #[test]
+    fn one_tenant_refused_degrades_that_tenant_and_leaves_the_pod_ready() {
+        let h = Health::new();
+        h.mark_started();
+        h.set_sink(Ok(()));
+        for tenant in ["a", "b"] {
+            for source in ["calls", "queues"] {
+                h.set_socket(tenant, source, SocketState::Connected);
+            }
+        }
+        assert_eq!(
+            h.set_socket("b", "calls", SocketState::Unauthorized),
+            Some(TenantState::Unauthorized)
+        );
+        assert_eq!(
+            h.set_socket("b", "queues", SocketState::Unauthorized),
+            None,
+            "the tenant's state did not change"
+        );
+        assert_eq!(h.tenant("a"), Some(TenantState::Connected));
+        assert_eq!(h.tenant("b"), Some(TenantState::Unauthorized));
+        assert_eq!(h.ready().unwrap().len(), 2);
+
+        for source in ["calls", "queues"] {
+            h.set_socket("a", source, SocketState::Unauthorized);
+        }
+        let causes = h.ready().unwrap_err();
+        assert_eq!(causes[0], "no socket of any tenant is connected");
+    }
+
+    #[test]
+    fn a_tenant_is_as_bad_as_its_worst_socket() {
+        let h = Health::new();
+        h.set_socket("t", "calls", SocketState::Stopped);
+        assert_eq!(h.tenant("t"), Some(TenantState::Stopped));
+        h.set_socket("t", "queues", SocketState::Connected);
+        assert_eq!(h.tenant("t"), Some(TenantState::Connected));
+        h.set_socket("t", "agents", SocketState::InvalidPath);
+        assert_eq!(h.tenant("t"), Some(TenantState::InvalidPath));
+        assert_eq!(h.tenant("other"), None);
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use prometheus::{Gauge, Histogram, IntCounter};
 
+use super::health::TenantState;
 use super::Metrics;
 
 // ── The publishing path, the relay's and replay's wiring, the spool ──────
@@ -151,7 +152,7 @@ impl HistoricRecordQueued<'_> {
         match self.origin {
             crate::model::Origin::Backfill => m
                 .backfill_records
-                .with_label_values(&[self.tenant, self.source])
+                .with_label_values(&[&m.event_tenant(self.tenant), self.source])
                 .inc(),
             _ => m.replay_records.with_label_values(&[self.source]).inc(),
         }
@@ -345,6 +346,138 @@ impl WebSocketStopped<'_> {
     }
 }
 
+/// A tenant appeared while the relay runs (a token file added): its
+/// sockets start.
+pub struct TenantStarted<'a> {
+    pub tenant: &'a str,
+    pub sources: usize,
+}
+
+impl TenantStarted<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        tracing::info!(
+            tenant = self.tenant,
+            sources = self.sources,
+            "tenant added: its sockets start"
+        );
+        m.tenant_changes.with_label_values(&["added"]).inc();
+    }
+}
+
+/// A tenant added while the relay runs: its destinations could not be
+/// prepared on the sink (its events wait in the publisher's retries).
+pub struct TenantDestinationsFailed<'a> {
+    pub tenant: &'a str,
+    pub error: &'a str,
+}
+
+impl TenantDestinationsFailed<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::error!(
+            tenant = self.tenant,
+            error = self.error,
+            "tenant added: its topics could not be prepared on the broker"
+        );
+    }
+}
+
+/// A tenant's token (or its sources) changed while the relay runs: its
+/// sockets reconnect with the new one; no other tenant's are touched.
+pub struct TenantTokenRotated<'a> {
+    pub tenant: &'a str,
+}
+
+impl TenantTokenRotated<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        tracing::info!(
+            tenant = self.tenant,
+            "tenant's token changed: its sockets reconnect with the new one"
+        );
+        m.tenant_changes.with_label_values(&["rotated"]).inc();
+    }
+}
+
+/// A tenant went away while the relay runs (its token file removed): its
+/// sockets stopped, its state and series are gone.
+pub struct TenantRemoved<'a> {
+    pub tenant: &'a str,
+}
+
+impl TenantRemoved<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        tracing::info!(tenant = self.tenant, "tenant removed: its sockets stopped");
+        m.tenant_changes.with_label_values(&["removed"]).inc();
+    }
+}
+
+/// A file in the token directory cannot be a tenant (reported once).
+pub struct TokenFileSkipped<'a> {
+    pub file: &'a str,
+    pub reason: &'static str,
+}
+
+impl TokenFileSkipped<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        let why = match self.reason {
+            "bad_name" => "its name is not a tenant name (letters, digits, `-`, `_`)",
+            "reserved" => "the config file has a tenant of this name",
+            "not_a_file" => "it is not a file",
+            "empty" => "it is empty",
+            _ => "it cannot be read",
+        };
+        tracing::warn!(
+            file = self.file,
+            reason = self.reason,
+            "token directory: file skipped, {why}"
+        );
+        m.token_dir_problems.with_label_values(&[self.reason]).inc();
+    }
+}
+
+/// The token directory cannot be read (reported once until it can again);
+/// its tenants keep running as they were.
+pub struct TokenDirReadFailed<'a> {
+    pub path: &'a str,
+    pub error: &'a str,
+}
+
+impl TokenDirReadFailed<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        tracing::error!(
+            path = self.path,
+            error = self.error,
+            "token directory unreadable: tenants unchanged until it can be read"
+        );
+        m.token_dir_problems
+            .with_label_values(&["unreadable_dir"])
+            .inc();
+    }
+}
+
+/// A tenant's state (the worst of its sockets') changed: a refused token or
+/// an invalid path degrades that tenant only, and says so here.
+pub struct TenantStateChanged<'a> {
+    pub tenant: &'a str,
+    pub state: TenantState,
+}
+
+impl TenantStateChanged<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        let state = self.state.as_str();
+        match self.state {
+            TenantState::Unauthorized | TenantState::InvalidPath => {
+                tracing::warn!(tenant = self.tenant, state, "tenant degraded")
+            }
+            _ => tracing::info!(tenant = self.tenant, state, "tenant state changed"),
+        }
+        for s in TenantState::ALL {
+            m.tenant_state
+                .with_label_values(&[self.tenant, s.as_str()])
+                .set(i64::from(s == self.state));
+        }
+    }
+}
+
 // ── Sockets, frames, publishing, sinks ───────────────────────────────────
 
 pub struct WebSocketConnectionEstablished<'a> {
@@ -470,7 +603,7 @@ pub struct FrameReceived<'a> {
 impl FrameReceived<'_> {
     pub fn emit(&self, m: &Metrics) {
         m.frames_received
-            .with_label_values(&[self.tenant, self.source])
+            .with_label_values(&[&m.event_tenant(self.tenant), self.source])
             .inc();
         m.mark_event(self.tenant, self.source);
     }
@@ -487,7 +620,9 @@ pub struct FrameReceivedCounter {
 impl FrameReceivedCounter {
     pub fn new(m: &Metrics, tenant: &str, source: &str) -> Self {
         FrameReceivedCounter {
-            received: m.frames_received.with_label_values(&[tenant, source]),
+            received: m
+                .frames_received
+                .with_label_values(&[&m.event_tenant(tenant), source]),
             last_event: m.last_event_timestamp.with_label_values(&[tenant, source]),
         }
     }
@@ -544,7 +679,7 @@ impl EventPublished<'_> {
                     source: self.source.to_string(),
                     origin: self.origin.to_string(),
                     published: m.events_published.with_label_values(&[
-                        self.tenant,
+                        &m.event_tenant(self.tenant),
                         self.source,
                         self.origin,
                     ]),
@@ -582,7 +717,7 @@ impl PublishFailed<'_> {
             "rejected"
         };
         m.publish_failures
-            .with_label_values(&[self.tenant, self.source, kind])
+            .with_label_values(&[&m.event_tenant(self.tenant), self.source, kind])
             .inc();
         // Retryable failures come in storms during an outage; the sink health
         // watcher logs the outage once. Rejections are rare and each matters.
@@ -621,7 +756,7 @@ impl EventDeadLettered<'_> {
             "payload sent to the dead-letter destination"
         );
         m.events_deadlettered
-            .with_label_values(&[self.tenant, self.source, self.reason])
+            .with_label_values(&[&m.event_tenant(self.tenant), self.source, self.reason])
             .inc();
     }
 }
@@ -716,7 +851,7 @@ impl UnknownFieldsKept<'_> {
     pub fn emit(&self, m: &Metrics) {
         if self.count > 0 {
             m.unknown_fields
-                .with_label_values(&[self.tenant, self.source])
+                .with_label_values(&[&m.event_tenant(self.tenant), self.source])
                 .inc_by(self.count as u64);
         }
     }
@@ -733,7 +868,7 @@ pub struct PartialPushReceived<'a> {
 impl PartialPushReceived<'_> {
     pub fn emit(&self, m: &Metrics) {
         m.partial_pushes
-            .with_label_values(&[self.tenant, self.source])
+            .with_label_values(&[&m.event_tenant(self.tenant), self.source])
             .inc();
     }
 }
@@ -950,7 +1085,12 @@ pub struct EventSuppressed<'a> {
 impl EventSuppressed<'_> {
     pub fn emit(&self, m: &Metrics) {
         m.events_suppressed
-            .with_label_values(&[self.tenant, self.source, self.origin, self.reason])
+            .with_label_values(&[
+                &m.event_tenant(self.tenant),
+                self.source,
+                self.origin,
+                self.reason,
+            ])
             .inc();
     }
 }

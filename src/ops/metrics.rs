@@ -1,8 +1,11 @@
 //! Prometheus metrics. One [`Metrics`] value per process (tests make their own),
 //! shared as `Arc<Metrics>`. Names follow Prometheus conventions: `_total` for
 //! counters, base units (seconds, bytes), low-cardinality labels only
-//! (tenant, source, origin, reason, kind, sink).
+//! (tenant, source, origin, reason, kind, sink). At thousands of tenants the
+//! per-event families' `tenant` label can be bucketed or dropped
+//! ([`TenantLabel`]); per-tenant state always carries the name.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use prometheus::core::Collector;
@@ -24,6 +27,12 @@ pub struct Metrics {
     pub partial_pushes: IntCounterVec,
     pub reconnects: IntCounterVec,
     pub socket_connected: IntGaugeVec,
+    /// 1 for each tenant's current [`TenantState`](crate::ops::TenantState), 0 for the others.
+    pub tenant_state: IntGaugeVec,
+    /// Tenants added, rotated and removed while the relay runs.
+    pub tenant_changes: IntCounterVec,
+    /// Token files skipped and token directory reads failed, by reason.
+    pub token_dir_problems: IntCounterVec,
     pub last_event_timestamp: GaugeVec,
     pub seconds_since_last_event: GaugeVec,
     pub queue_depth: IntGauge,
@@ -52,6 +61,26 @@ pub struct Metrics {
     pub process_start_time: Gauge,
     /// librdkafka's own statistics, refreshed every `sink.kafka.statistics_interval`.
     pub kafka: KafkaClientMetrics,
+    /// What the per-event families carry as `tenant`.
+    tenant_label: TenantLabel,
+}
+
+/// The `tenant` label of the per-event families (frames received, events
+/// published, publish failures, dead letters, suppressed events, unknown
+/// fields, partial pushes, backfilled records): their series grow with
+/// tenants × sources × origins × reasons. Per-tenant state
+/// (`socket_connected`, `tenant_state`, `reconnects_total`, staleness,
+/// checkpoints) keeps the name whatever this says: that is what an operator
+/// acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TenantLabel {
+    /// The tenant's name.
+    #[default]
+    Name,
+    /// One of this many buckets (`b0`, `b1`, …), by a stable hash of the name.
+    Hashed(u16),
+    /// Empty, which Prometheus stores as no label at all.
+    None,
 }
 
 /// What librdkafka reports about its producer (see
@@ -216,6 +245,45 @@ fn gauge(registry: &Catalogue, name: &str, help: &str) -> IntGauge {
 }
 
 impl Metrics {
+    /// Every family, with `tenant_label` for the per-event ones.
+    pub fn with_tenant_label(tenant_label: TenantLabel) -> Self {
+        Metrics {
+            tenant_label,
+            ..Metrics::new()
+        }
+    }
+
+    /// Drops a removed tenant's state series (sockets, tenant state,
+    /// staleness), so that tenants coming and going do not pile them up.
+    pub fn remove_tenant_state(&self, tenant: &str) {
+        for source in crate::model::DataSource::ALL {
+            let labels = [tenant, source.as_str()];
+            let _ = self.socket_connected.remove_label_values(&labels);
+            let _ = self.last_event_timestamp.remove_label_values(&labels);
+            let _ = self.seconds_since_last_event.remove_label_values(&labels);
+        }
+        for state in crate::ops::TenantState::ALL {
+            let _ = self
+                .tenant_state
+                .remove_label_values(&[tenant, state.as_str()]);
+        }
+    }
+
+    /// The `tenant` label value of a per-event family for `tenant`.
+    pub fn event_tenant<'a>(&self, tenant: &'a str) -> Cow<'a, str> {
+        match self.tenant_label {
+            TenantLabel::Name => Cow::Borrowed(tenant),
+            TenantLabel::None => Cow::Borrowed(""),
+            TenantLabel::Hashed(buckets) => {
+                // FNV-1a: the same bucket on every replica and every restart.
+                let hash = tenant.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+                Cow::Owned(format!("b{}", hash % u64::from(buckets.max(1))))
+            }
+        }
+    }
+
     pub fn new() -> Self {
         let r = Catalogue::default();
         let latency = histogram_vec(
@@ -287,6 +355,24 @@ impl Metrics {
                 "studio_relay_socket_connected",
                 "1 while the WebSocket is connected, 0 otherwise.",
                 TS,
+            ),
+            tenant_state: gauge_vec(
+                &r,
+                "studio_relay_tenant_state",
+                "1 for the tenant's current state (the worst of its sockets': connected, starting, stopped, reconnecting, invalid_path, unauthorized), 0 for the others.",
+                &["tenant", "state"],
+            ),
+            tenant_changes: counter(
+                &r,
+                "studio_relay_tenant_changes_total",
+                "Tenants added, whose token was rotated, or removed while the relay runs (a token directory), by change.",
+                &["change"],
+            ),
+            token_dir_problems: counter(
+                &r,
+                "studio_relay_token_dir_problems_total",
+                "Token directory problems: files skipped (bad_name, reserved, not_a_file, unreadable, empty) and failed reads of the directory (unreadable_dir).",
+                &["reason"],
             ),
             last_event_timestamp: float_gauge_vec(
                 &r,
@@ -417,6 +503,7 @@ impl Metrics {
             kafka: KafkaClientMetrics::new(&r),
             registry: r.registry,
             families: r.families.into_inner(),
+            tenant_label: TenantLabel::Name,
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -523,5 +610,41 @@ mod tests {
             .find(|f| f.name == "studio_relay_end_to_end_latency_seconds")
             .expect("latency family listed");
         assert_eq!(latency.kind, MetricType::HISTOGRAM);
+    }
+
+    #[test]
+    fn per_event_families_carry_the_tenant_label_the_option_says_and_state_keeps_the_name() {
+        let hashed = Metrics::with_tenant_label(TenantLabel::Hashed(4));
+        let bucket = hashed.event_tenant("acme").into_owned();
+        assert!(
+            ["b0", "b1", "b2", "b3"].contains(&bucket.as_str()),
+            "{bucket}"
+        );
+        assert_eq!(hashed.event_tenant("acme"), bucket, "stable");
+        let spread: std::collections::HashSet<_> = (0..100)
+            .map(|i| hashed.event_tenant(&format!("t{i}")).into_owned())
+            .collect();
+        assert_eq!(spread.len(), 4, "100 tenants fill 4 buckets: {spread:?}");
+
+        let dropped = Metrics::with_tenant_label(TenantLabel::None);
+        crate::ops::internal_events::PartialPushReceived {
+            tenant: "acme",
+            source: "calls",
+        }
+        .emit(&dropped);
+        dropped
+            .socket_connected
+            .with_label_values(&["acme", "calls"])
+            .set(1);
+        let text = dropped.render();
+        assert!(
+            text.contains("studio_relay_partial_pushes_total{source=\"calls\",tenant=\"\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("studio_relay_socket_connected{source=\"calls\",tenant=\"acme\"} 1"),
+            "{text}"
+        );
+        assert_eq!(Metrics::new().event_tenant("acme"), "acme");
     }
 }

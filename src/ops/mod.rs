@@ -8,5 +8,5 @@ mod metrics;
 pub mod server;
 pub mod shutdown;
 
-pub use health::{Health, SocketState};
-pub use metrics::{FamilyDescriptor, Metrics, LATENCY_STAGES};
+pub use health::{Health, SocketState, TenantState};
+pub use metrics::{FamilyDescriptor, Metrics, TenantLabel, LATENCY_STAGES};

@@ -69,7 +69,12 @@ async fn healthz(State(s): State<OpsState>) -> impl IntoResponse {
 
 async fn readyz(State(s): State<OpsState>) -> impl IntoResponse {
     match s.health.ready() {
-        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Ok(degraded) if degraded.is_empty() => (StatusCode::OK, "ready\n".to_string()),
+        // Tenants that are down do not stop the others: ready, and said.
+        Ok(degraded) => (
+            StatusCode::OK,
+            format!("ready, degraded:\n{}\n", degraded.join("\n")),
+        ),
         Err(causes) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready:\n{}\n", causes.join("\n")),

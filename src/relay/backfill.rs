@@ -15,7 +15,7 @@
 //! relay clock (or the simulator's accelerated one) cannot shift the window.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::model::{self, DataSource};
-use crate::ops::internal_events::{BackfillClientFailed, GapBackfilled, GapDetected};
+use crate::ops::internal_events::{GapBackfilled, GapDetected};
 use crate::publish::outgoing::Outgoing;
 use crate::publish::recent_ids::{self, RecentIds};
 use crate::publish::window::{
@@ -33,7 +33,7 @@ use crate::publish::window::{
 use crate::relay::checkpoint::ClockMark;
 use crate::relay::clock::UpstreamClock;
 use crate::sink::Sink;
-use crate::upstream::historic::{GraphqlClient, OverviewFilter, RetryPolicy};
+use crate::upstream::historic::{GraphqlClient, OverviewFilter};
 use crate::upstream::live::SocketEvent;
 
 /// Records per GraphQL page during backfill.
@@ -76,8 +76,8 @@ pub struct SeedFrom {
 /// What gap backfill takes from the configuration.
 #[derive(Debug, Clone)]
 pub struct BackfillPlan {
-    pub tenants: Vec<Arc<str>>,
-    pub sources: Vec<DataSource>,
+    /// Each tenant with the sources it relays.
+    pub tenants: Vec<(Arc<str>, Vec<DataSource>)>,
     /// `relay.gap_margin`: each gap is widened by this on both sides.
     pub margin: Duration,
     /// `relay.gap_recheck_after`: the second pass (zero: none).
@@ -90,9 +90,13 @@ impl BackfillPlan {
             tenants: config
                 .tenants
                 .iter()
-                .map(|t| Arc::from(t.name.as_str()))
+                .map(|t| {
+                    (
+                        Arc::from(t.name.as_str()),
+                        config.tenant_sources(t).to_vec(),
+                    )
+                })
                 .collect(),
-            sources: config.upstream.sources.clone(),
             margin: config.relay.gap_margin,
             recheck_after: config.relay.gap_recheck_after,
         }
@@ -119,51 +123,32 @@ pub fn seed_since(resume_from: &HashMap<String, ClockMark>, margin: Duration) ->
 
 /// Everything a gap task needs, shared.
 struct Shared<P> {
-    clients: HashMap<Arc<str>, P>,
+    clients: Arc<HistoricClients<P>>,
     deps: BackfillDeps,
     margin: Duration,
     recheck_after: Duration,
 }
 
+/// The GraphQL client of each running tenant, kept in step with the
+/// tenants' tokens by [`super::tenants`]; a gap is filled with the client
+/// its tenant has when the fill starts.
+pub type HistoricClients<P> = RwLock<HashMap<Arc<str>, Arc<P>>>;
+
 /// Watches socket events until they end (all sockets stopped) and fills
 /// gaps from the tenants' GraphQL endpoints.
 pub async fn run(
     config: &Config,
+    clients: Arc<HistoricClients<GraphqlClient>>,
     events: mpsc::UnboundedReceiver<SocketEvent>,
     deps: BackfillDeps,
 ) {
-    let clients = graphql_clients(config, &deps);
     run_with(BackfillPlan::from_config(config), clients, events, deps).await
 }
 
-/// One GraphQL client per tenant; a tenant whose client cannot be built
-/// gets no backfill (logged).
-fn graphql_clients(config: &Config, deps: &BackfillDeps) -> HashMap<Arc<str>, GraphqlClient> {
-    let mut clients = HashMap::new();
-    for t in &config.tenants {
-        match GraphqlClient::new(
-            &config.upstream.graphql_url,
-            t.token.clone(),
-            config.upstream.request_timeout,
-            RetryPolicy::default(),
-        ) {
-            Ok(c) => {
-                clients.insert(Arc::from(t.name.as_str()), c);
-            }
-            Err(e) => BackfillClientFailed {
-                tenant: &t.name,
-                error: &e.to_string(),
-            }
-            .emit(&deps.out.metrics),
-        }
-    }
-    clients
-}
-
 /// [`run`] with the historic pages from `clients` (per tenant).
-pub async fn run_with<P: HistoricPages + Send + 'static>(
+pub async fn run_with<P: HistoricPages + Send + Sync + 'static>(
     plan: BackfillPlan,
-    clients: HashMap<Arc<str>, P>,
+    clients: Arc<HistoricClients<P>>,
     mut events: mpsc::UnboundedReceiver<SocketEvent>,
     deps: BackfillDeps,
 ) {
@@ -231,9 +216,9 @@ impl OpenGaps {
     /// The restart checkpoint is a gap of every socket of its tenant.
     fn resumed(plan: &BackfillPlan, deps: &BackfillDeps) -> OpenGaps {
         let mut gaps = HashMap::new();
-        for tenant in &plan.tenants {
+        for (tenant, sources) in &plan.tenants {
             if let Some(&from) = deps.resume_from.get(&**tenant) {
-                for &source in &plan.sources {
+                for &source in sources {
                     let hold = deps.clock.hold(tenant, from);
                     gaps.insert((tenant.clone(), source), Some((from.upstream_ms, hold)));
                 }
@@ -327,7 +312,13 @@ async fn backfill_once<P: HistoricPages>(
     to: i64,
     pass: u32,
 ) -> bool {
-    let Some(pages) = shared.clients.get(tenant) else {
+    let client = shared
+        .clients
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(tenant)
+        .cloned();
+    let Some(pages) = client else {
         return false;
     };
     let ts = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
@@ -339,7 +330,7 @@ async fn backfill_once<P: HistoricPages>(
         ..Skip::default()
     };
     let request = WindowRequest {
-        pages,
+        pages: &*pages,
         tenant: tenant.clone(),
         source,
         filter: &filter,
@@ -396,8 +387,7 @@ mod tests {
 
     fn plan(source: DataSource, recheck_after: Duration) -> BackfillPlan {
         BackfillPlan {
-            tenants: vec![Arc::from("acme")],
-            sources: vec![source],
+            tenants: vec![(Arc::from("acme"), vec![source])],
             margin: MARGIN,
             recheck_after,
         }
@@ -447,7 +437,10 @@ mod tests {
         deps: BackfillDeps,
     ) -> Arc<ScriptedPages> {
         let pages = Arc::new(pages);
-        let clients = HashMap::from([(Arc::from("acme"), pages.clone())]);
+        let clients = Arc::new(RwLock::new(HashMap::from([(
+            Arc::from("acme"),
+            pages.clone(),
+        )])));
         let (tx, rx) = mpsc::unbounded_channel();
         for e in events {
             tx.send(e).unwrap();

@@ -2,10 +2,11 @@
 //! ARCHITECTURE.md's diagram:
 //!
 //! ```text
-//! serve_ops ─▶ connect_sink ─▶ watch_sink_health ─▶ open_checkpoint
+//! read_token_dir ─▶ serve_ops ─▶ connect_sink ─▶ watch_sink_health ─▶ open_checkpoint
 //!   (publish::pipeline: encoder → builder → publisher)
-//!          ─▶ spawn_backfill ─▶ spawn_processor ─▶ spawn_sockets ─▶ … ─▶ drain
+//!          ─▶ spawn_backfill ─▶ spawn_processor ─▶ spawn_tenants ─▶ … ─▶ drain
 //!
+//! token_dir ──TenantChange──▶ tenants (supervisor: start / reconnect / stop)
 //! LiveSocket ×(tenants × sources) ──LiveFrame──▶ [bounded queue] ──▶ processor
 //!     (upstream::live)                            normalize + encode (publish::frames)
 //!                                  ──Outgoing──▶ Intake ──▶ publisher ──▶ Sink
@@ -15,7 +16,8 @@
 //! processor drains the queue → the publisher settles every in-flight message
 //! and flushes the sink, all within `relay.shutdown_deadline`.
 //!
-//! What only the live path keeps: the upstream clock ([`clock`]), the
+//! What only the live path keeps: the tenants' supervisor ([`tenants`]) and
+//! the token directory ([`token_dir`]), the upstream clock ([`clock`]), the
 //! restart checkpoint ([`checkpoint`]), gap backfill ([`backfill`]) and the
 //! processor's epochs ([`processor`]).
 
@@ -23,6 +25,8 @@ pub mod backfill;
 pub mod checkpoint;
 pub mod clock;
 pub mod processor;
+pub mod tenants;
+pub mod token_dir;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,21 +37,25 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, OpsConfig, TenantConfig, TenantLabelMode};
 use crate::ops::internal_events::{
     CheckpointLoaded, FinalFlushFailed, OpsListening, RelayDraining, RelayStarted, RelayStopped,
-    SinkHealthChanged,
+    SinkHealthChanged, TokenFileSkipped,
 };
-use crate::ops::{Health, Metrics};
+use crate::ops::{Health, Metrics, TenantLabel};
 use crate::publish::pipeline::{self, Pipeline, PipelineError, PipelineSettings};
 use crate::publish::publisher::{Outstanding, PublisherStats};
 use crate::publish::spool::SpoolSettings;
 use crate::publish::window::WalkOutput;
-use crate::relay::backfill::{BackfillDeps, SeedFrom};
+use crate::relay::backfill::{BackfillDeps, HistoricClients, SeedFrom};
 use crate::relay::checkpoint::{ClockMark, Epoch};
 use crate::relay::processor::LiveMemory;
+use crate::relay::tenants::{SocketFactory, TenantSpec};
+use crate::relay::token_dir::{TokenDir, Tokens};
 use crate::sink::{Sink, SinkError};
-use crate::upstream::live::{LiveFrame, LiveSocket, SocketEvent};
+use crate::upstream::egress::Egress;
+use crate::upstream::historic::GraphqlClient;
+use crate::upstream::live::{LiveFrame, SocketEvent};
 
 // The live path's API as benchmarks, examples and tests use it: the
 // publishing types it is built on, and its own frame → message step.
@@ -71,6 +79,12 @@ pub enum RelayError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("{0}")]
     Spool(#[from] crate::publish::spool::SpoolError),
+    /// Exit code 2: the directory the config names cannot be read.
+    #[error("config key `token_dir.path`: cannot read {path}: {source}")]
+    TokenDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("shutdown deadline of {deadline:?} passed with {unsettled} event(s) not acknowledged by the broker")]
     DrainTimeout { deadline: Duration, unsettled: i64 },
 }
@@ -91,6 +105,7 @@ impl RelayError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RelayError::Registry(e) => e.exit_code(),
+            RelayError::TokenDir { .. } => 2,
             _ => 1,
         }
     }
@@ -128,9 +143,18 @@ impl RelayHandle {
 
 /// Builds the sink from config and starts the relay.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<RelayHandle, RelayError> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_tenant_label(tenant_label(&config.ops)));
     let sink = crate::sink::build(&config.sink, metrics.clone()).await?;
     start_with_sink(config, sink, metrics, shutdown).await
+}
+
+/// The metrics' tenant label that `ops.tenant_label` asks for.
+fn tenant_label(ops: &OpsConfig) -> TenantLabel {
+    match ops.tenant_label {
+        TenantLabelMode::Name => TenantLabel::Name,
+        TenantLabelMode::Hashed => TenantLabel::Hashed(ops.tenant_label_buckets),
+        TenantLabelMode::None => TenantLabel::None,
+    }
 }
 
 /// Runs until `shutdown`, then drains. The relay's main entry point.
@@ -145,6 +169,7 @@ pub async fn start_with_sink(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<RelayHandle, RelayError> {
+    let (config, token_dir) = read_token_dir(config, &metrics).await?;
     let health = Arc::new(Health::new());
     let ops = serve_ops(&config, &metrics, &health).await?;
     let memory = LiveMemory::new(config.relay.recent_ids);
@@ -165,17 +190,32 @@ pub async fn start_with_sink(
     );
     let (frame_tx, frame_rx) = mpsc::channel::<LiveFrame>(config.relay.queue_capacity);
     let processor = spawn_processor(frame_rx, &pipeline, &metrics, clock, memory, &checkpoint);
-    let sockets = spawn_sockets(&config, &metrics, &health, frame_tx, &gaps, &sockets_stop);
+    let tenants = spawn_tenants(
+        &config,
+        SocketFactory {
+            settings: config.upstream.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            egress: Arc::new(Egress::from_env()),
+            frames: frame_tx,
+            events: gaps.events.clone(),
+            clients: gaps.clients.clone(),
+            sink: sink.clone(),
+            builder: pipeline.builder.clone(),
+        },
+        token_dir,
+        &sockets_stop,
+    );
     health.mark_started();
     RelayStarted {
         tenants: config.tenants.len(),
-        sources: config.upstream.sources.len(),
+        sources: config.relayed_sources().len(),
         sink: sink.name(),
         encoding: &format!("{:?}", config.encoding.format),
     }
     .emit(&metrics);
     let running = Running {
-        sockets,
+        tenants,
         processor,
         backfill: gaps.task,
         publisher: pipeline.publisher,
@@ -245,7 +285,7 @@ async fn connect_sink(
         fsync: relay.spool_fsync,
     });
     let settings = PipelineSettings {
-        sources: &config.upstream.sources,
+        sources: &config.relayed_sources(),
         publisher: PublisherSettings {
             recent_ids: Some(memory.match_keys.clone()),
             ..PublisherSettings::default()
@@ -365,6 +405,8 @@ async fn open_checkpoint(
 struct Gaps {
     task: Option<JoinHandle<()>>,
     events: Option<mpsc::UnboundedSender<SocketEvent>>,
+    /// Each tenant's GraphQL client, set by the tenants' supervisor.
+    clients: Option<Arc<HistoricClients<GraphqlClient>>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -382,6 +424,7 @@ fn spawn_backfill(
         return Gaps {
             task: None,
             events: None,
+            clients: None,
         };
     }
     // After a restart, the resume backfill first learns which of its
@@ -405,10 +448,15 @@ fn spawn_backfill(
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let config = config.clone();
-    let task = tokio::spawn(async move { backfill::run(&config, rx, deps).await });
+    let clients = Arc::new(HistoricClients::default());
+    let task = {
+        let clients = clients.clone();
+        tokio::spawn(async move { backfill::run(&config, clients, rx, deps).await })
+    };
     Gaps {
         task: Some(task),
         events: Some(tx),
+        clients: Some(clients),
     }
 }
 
@@ -420,8 +468,7 @@ fn backfill_destinations(config: &Config, builder: &MessageBuilder) -> Vec<Strin
         .iter()
         .flat_map(|t| {
             config
-                .upstream
-                .sources
+                .tenant_sources(t)
                 .iter()
                 .filter(|s| s.graphql_root().is_some())
                 .map(|&s| builder.destination(s, &t.name))
@@ -452,37 +499,73 @@ fn spawn_processor(
     ))
 }
 
-/// One [`LiveSocket`] per tenant × source, feeding the frame queue.
-fn spawn_sockets(
+/// The tenants' sockets, under a supervisor that applies the token
+/// directory's changes while the relay runs.
+fn spawn_tenants(
     config: &Config,
-    metrics: &Arc<Metrics>,
-    health: &Arc<Health>,
-    frames: mpsc::Sender<LiveFrame>,
-    gaps: &Gaps,
+    factory: SocketFactory,
+    token_dir: Option<(TokenDir, Tokens)>,
     stop: &CancellationToken,
-) -> Vec<JoinHandle<()>> {
-    let mut sockets = Vec::new();
-    for tenant in &config.tenants {
-        let tenant_name: Arc<str> = Arc::from(tenant.name.as_str());
-        for &source in &config.upstream.sources {
-            let socket = LiveSocket {
-                tenant: tenant_name.clone(),
-                source,
-                token: tenant.token.clone(),
-                settings: config.upstream.clone(),
-                metrics: metrics.clone(),
-                health: health.clone(),
-                events: gaps.events.clone(),
-            };
-            sockets.push(tokio::spawn(socket.run(frames.clone(), stop.clone())));
-        }
+) -> JoinHandle<()> {
+    let initial = config
+        .tenants
+        .iter()
+        .map(|t| TenantSpec {
+            name: Arc::from(t.name.as_str()),
+            token: t.token.clone(),
+            sources: config.tenant_sources(t).to_vec(),
+        })
+        .collect();
+    let (changes_tx, changes) = mpsc::channel(64);
+    if let Some((dir, known)) = token_dir {
+        let metrics = factory.metrics.clone();
+        tokio::spawn(dir.watch(known, changes_tx, metrics, stop.clone()));
     }
-    sockets
+    tokio::spawn(tenants::supervise(initial, changes, factory, stop.clone()))
+}
+
+/// With a token directory: its tenants join the config's (they are
+/// tenants from the start like any other), and the directory with what
+/// was read is returned for the watcher.
+async fn read_token_dir(
+    mut config: Config,
+    metrics: &Arc<Metrics>,
+) -> Result<(Config, Option<(TokenDir, Tokens)>), RelayError> {
+    let Some(dir) = TokenDir::from_config(&config) else {
+        return Ok((config, None));
+    };
+    let (dir, read) = tokio::task::spawn_blocking(move || {
+        let read = dir.read();
+        (dir, read)
+    })
+    .await
+    .expect("reading the token directory does not panic");
+    let (tokens, skipped) = read.map_err(|source| RelayError::TokenDir {
+        path: dir.path().display().to_string(),
+        source,
+    })?;
+    for s in &skipped {
+        TokenFileSkipped {
+            file: &s.file,
+            reason: s.reason,
+        }
+        .emit(metrics);
+    }
+    for spec in dir.specs(&tokens) {
+        config.tenants.push(TenantConfig {
+            name: spec.name.to_string(),
+            token: spec.token,
+            sources: Some(spec.sources),
+            ..TenantConfig::default()
+        });
+    }
+    Ok((config, Some((dir, tokens))))
 }
 
 /// The relay's tasks, stopped in order by [`drain`].
 struct Running {
-    sockets: Vec<JoinHandle<()>>,
+    /// The tenants' supervisor: ends once every socket has.
+    tenants: JoinHandle<()>,
     processor: JoinHandle<()>,
     backfill: Option<JoinHandle<()>>,
     publisher: JoinHandle<PublisherStats>,
@@ -538,9 +621,7 @@ async fn drain(
 
 /// Each stage ends once the one before it has (closing its input).
 async fn settle(running: Running, deadline: Duration) -> (PublisherStats, Result<(), SinkError>) {
-    for s in running.sockets {
-        let _ = s.await;
-    }
+    let _ = running.tenants.await;
     let _ = running.processor.await;
     if let Some(g) = running.backfill {
         let _ = g.await;

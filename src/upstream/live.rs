@@ -27,10 +27,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{redact_url, Secret, UpstreamConfig};
 use crate::model::DataSource;
 use crate::ops::internal_events::{
-    FrameReceivedCounter, WebSocketBackoffScheduled, WebSocketConnectionEstablished,
-    WebSocketConnectionLost, WebSocketPathRejected, WebSocketStopped, WebSocketUnauthorized,
+    FrameReceivedCounter, TenantStateChanged, WebSocketBackoffScheduled,
+    WebSocketConnectionEstablished, WebSocketConnectionLost, WebSocketPathRejected,
+    WebSocketStopped, WebSocketUnauthorized,
 };
 use crate::ops::{Health, Metrics, SocketState};
+use crate::upstream::egress::Egress;
 
 /// Bytes tungstenite reads from the socket at a time. Its 128 KiB default is
 /// zero-filled before the first read, so every socket kept all of it
@@ -110,6 +112,8 @@ pub struct LiveSocket {
     pub settings: UpstreamConfig,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    /// Directly or through a proxy (one for every socket).
+    pub egress: Arc<Egress>,
     /// Optional listener for connect/disconnect events.
     pub events: Option<mpsc::UnboundedSender<SocketEvent>>,
 }
@@ -223,8 +227,15 @@ impl LiveSocket {
     }
 
     fn set_state(&self, state: SocketState) {
+        let metrics = &self.metrics;
         self.health
-            .set_socket(&self.tenant, self.source.as_str(), state);
+            .set_socket_then(&self.tenant, self.source.as_str(), state, |now| {
+                TenantStateChanged {
+                    tenant: &self.tenant,
+                    state: now,
+                }
+                .emit(metrics)
+            });
     }
 
     /// Reports how the connection ended; the delay before the next one
@@ -309,8 +320,9 @@ impl LiveSocket {
         let request = self.request(url)?;
         let ws_config = self.ws_config();
         let receive_buffer = self.settings.receive_buffer_bytes;
+        let egress = self.egress.clone();
         let connect = async move {
-            let tcp = open_tcp(&request, receive_buffer).await?;
+            let tcp = egress.open(request.uri(), receive_buffer).await?;
             tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(ws_config), None)
                 .await
         };
@@ -509,53 +521,6 @@ impl LiveSocket {
     }
 }
 
-/// The TCP connection for `request`'s host and port (every address it
-/// resolves to, in turn), Nagle off, and the kernel receive buffer capped at
-/// `receive_buffer` bytes (0: the kernel's default; see
-/// `upstream.receive_buffer_bytes`). `connect_async` offers no way to set
-/// the buffer, which must be set before connecting to take effect.
-async fn open_tcp(
-    request: &tungstenite::handshake::client::Request,
-    receive_buffer: u32,
-) -> std::io::Result<tokio::net::TcpStream> {
-    use std::io::{Error, ErrorKind};
-    let uri = request.uri();
-    let host = uri
-        .host()
-        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "URL has no host"))?;
-    // An IPv6 literal comes bracketed (`[::1]`); the resolver wants it bare.
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("wss") {
-            443
-        } else {
-            80
-        });
-    let mut last = Error::new(
-        ErrorKind::NotFound,
-        format!("{host} resolved to no address"),
-    );
-    for addr in tokio::net::lookup_host((host, port)).await? {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        if receive_buffer > 0 {
-            socket.set_recv_buffer_size(receive_buffer)?;
-        }
-        match socket.connect(addr).await {
-            Ok(tcp) => {
-                tcp.set_nodelay(true)?;
-                return Ok(tcp);
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
 fn http_auth() -> tungstenite::http::header::HeaderName {
     tungstenite::http::header::AUTHORIZATION
 }
@@ -585,28 +550,6 @@ pub fn jitter_around(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The cap is set before connecting (afterwards the kernel ignores it
-    /// for the window it already advertised); Linux reports double the
-    /// value asked for (its bookkeeping overhead).
-    #[tokio::test]
-    async fn live_sockets_get_the_configured_receive_buffer() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}/calls", listener.local_addr().unwrap());
-        let request = url.into_client_request().unwrap();
-        for (asked, at_most) in [(16 * 1024, 64 * 1024), (64 * 1024, 256 * 1024)] {
-            let tcp = open_tcp(&request, asked).await.unwrap();
-            let _accepted = listener.accept().await.unwrap();
-            let socket = tokio::net::TcpSocket::from_std_stream(tcp.into_std().unwrap());
-            let got = socket.recv_buffer_size().unwrap();
-            assert!(got >= asked && got <= at_most, "asked {asked}, got {got}");
-        }
-        // 0: the kernel's default and its tuning (a larger buffer here).
-        let tcp = open_tcp(&request, 0).await.unwrap();
-        let _accepted = listener.accept().await.unwrap();
-        let socket = tokio::net::TcpSocket::from_std_stream(tcp.into_std().unwrap());
-        assert!(socket.recv_buffer_size().unwrap() > 64 * 1024);
-    }
 
     fn reconnects(min_ms: u64, max_ms: u64) -> Reconnects {
         Reconnects::new(&UpstreamConfig {

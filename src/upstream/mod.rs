@@ -1,5 +1,7 @@
 //! Talking to Telavox: [`live`] keeps the WebSockets connected; [`historic`]
-//! walks the GraphQL API (replay and gap backfill).
+//! walks the GraphQL API (replay and gap backfill); [`egress`] is how the
+//! sockets get out (directly or through the environment's proxy).
 
+pub mod egress;
 pub mod historic;
 pub mod live;

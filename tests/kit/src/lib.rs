@@ -10,6 +10,7 @@
 pub mod live;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 pub mod registry;
 pub mod wait;
 

@@ -44,8 +44,11 @@ impl Relay {
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Relay {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(relay_binary());
+        // The relay's settings, and the proxy variables (the live sockets
+        // and the GraphQL client honour them), come from `env` only.
         for (k, _) in std::env::vars() {
-            if k.starts_with("STUDIO_RELAY") || k == "TELAVOX_TOKEN" {
+            let proxy = k.to_ascii_uppercase().ends_with("_PROXY");
+            if k.starts_with("STUDIO_RELAY") || k == "TELAVOX_TOKEN" || proxy {
                 cmd.env_remove(k);
             }
         }
