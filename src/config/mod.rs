@@ -85,6 +85,10 @@ pub struct UpstreamConfig {
     /// Timeout of one GraphQL request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// A PEM bundle of CA certificates trusted for Telavox's live sockets
+    /// and GraphQL on top of the platform's and Mozilla's roots (a private
+    /// CA, such as a TLS-inspecting egress proxy's).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for UpstreamConfig {
@@ -103,6 +107,7 @@ impl Default for UpstreamConfig {
             max_frame_bytes: 4 * 1024 * 1024,
             receive_buffer_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
+            ca_file: None,
         }
     }
 }

@@ -27,3 +27,20 @@ pub fn init(format: LogFormat, level: &str) {
             .try_init(),
     };
 }
+
+/// An error and its causes on one line, each cause once: what a client
+/// library's "error sending request" leaves out (a refused certificate, a
+/// reset connection) is what an operator needs.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !out.contains(&part) {
+            out.push_str(": ");
+            out.push_str(&part);
+        }
+        source = s.source();
+    }
+    out.replace('\n', " ")
+}

@@ -89,7 +89,7 @@ impl RegistryClient {
         }
         let http = builder
             .build()
-            .map_err(|e| RegistryError::Network(error_chain(&e)))?;
+            .map_err(|e| RegistryError::Network(crate::ops::logging::error_chain(&e)))?;
         let base =
             url::Url::parse(&config.url).map_err(|e| RegistryError::Network(e.to_string()))?;
         Ok(RegistryClient {
@@ -300,7 +300,7 @@ fn schema_id(answer: &Answer, subject: &str) -> Result<u32, RegistryError> {
 /// may pass.
 fn classify(e: reqwest::Error) -> RegistryError {
     let e = e.without_url();
-    let text = error_chain(&e);
+    let text = crate::ops::logging::error_chain(&e);
     if e.is_connect() && is_tls_failure(&e) {
         RegistryError::Tls(text)
     } else {
@@ -324,19 +324,4 @@ fn is_tls_failure(e: &reqwest::Error) -> bool {
         }
     }
     false
-}
-
-/// The error and its causes on one line.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !out.contains(&part) {
-            out.push_str(": ");
-            out.push_str(&part);
-        }
-        source = s.source();
-    }
-    out.replace('\n', " ")
 }

@@ -56,6 +56,7 @@ use crate::sink::{Sink, SinkError};
 use crate::upstream::egress::Egress;
 use crate::upstream::historic::GraphqlClient;
 use crate::upstream::live::{LiveFrame, SocketEvent};
+use crate::upstream::tls::{CaFileError, UpstreamTls};
 
 // The live path's API as benchmarks, examples and tests use it: the
 // publishing types it is built on, and its own frame → message step.
@@ -79,6 +80,9 @@ pub enum RelayError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("{0}")]
     Spool(#[from] crate::publish::spool::SpoolError),
+    /// Exit code 2, as the config's other errors.
+    #[error(transparent)]
+    CaFile(#[from] CaFileError),
     /// Exit code 2: the directory the config names cannot be read.
     #[error("config key `token_dir.path`: cannot read {path}: {source}")]
     TokenDir {
@@ -105,7 +109,7 @@ impl RelayError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RelayError::Registry(e) => e.exit_code(),
-            RelayError::TokenDir { .. } => 2,
+            RelayError::TokenDir { .. } | RelayError::CaFile(_) => 2,
             _ => 1,
         }
     }
@@ -170,6 +174,7 @@ pub async fn start_with_sink(
     shutdown: CancellationToken,
 ) -> Result<RelayHandle, RelayError> {
     let (config, token_dir) = read_token_dir(config, &metrics).await?;
+    let tls = UpstreamTls::load(config.upstream.ca_file.as_deref())?;
     let health = Arc::new(Health::new());
     let ops = serve_ops(&config, &metrics, &health).await?;
     let memory = LiveMemory::new(config.relay.recent_ids);
@@ -196,7 +201,7 @@ pub async fn start_with_sink(
             settings: config.upstream.clone(),
             metrics: metrics.clone(),
             health: health.clone(),
-            egress: Arc::new(Egress::from_env()),
+            egress: Arc::new(Egress::from_env(tls)),
             frames: frame_tx,
             events: gaps.events.clone(),
             clients: gaps.clients.clone(),

@@ -183,11 +183,12 @@ impl SocketFactory {
 
     /// The tenant's GraphQL client for gap backfill, with its current token.
     fn set_client(&self, clients: &HistoricClients<GraphqlClient>, spec: &TenantSpec) {
-        let client = GraphqlClient::new(
+        let client = GraphqlClient::with_roots(
             &self.settings.graphql_url,
             spec.token.clone(),
             self.settings.request_timeout,
             RetryPolicy::default(),
+            self.egress.tls().extra_roots(),
         );
         let mut clients = clients.write().unwrap_or_else(|p| p.into_inner());
         match client {

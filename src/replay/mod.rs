@@ -47,6 +47,7 @@ use crate::replay::plan::{split, Window};
 use crate::replay::published::PublishedRecord;
 use crate::sink::{Sink, StateStore};
 use crate::upstream::historic::{GraphqlClient, HistoricError, OverviewFilter, RetryPolicy};
+use crate::upstream::tls::UpstreamTls;
 
 /// The publisher's queue during a replay.
 const QUEUE_CAPACITY: usize = 8192;
@@ -113,6 +114,8 @@ pub enum ReplayError {
     #[error("bad arguments: {0}")]
     BadArgs(String),
     #[error(transparent)]
+    CaFile(#[from] crate::upstream::tls::CaFileError),
+    #[error(transparent)]
     Historic(#[from] HistoricError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -129,7 +132,7 @@ pub enum ReplayError {
 impl ReplayError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            ReplayError::BadArgs(_) => 2,
+            ReplayError::BadArgs(_) | ReplayError::CaFile(_) => 2,
             ReplayError::Registry(e) => e.exit_code(),
             _ => 1,
         }
@@ -328,15 +331,17 @@ pub async fn run(
 
 /// One client per tenant, in `config.tenants`' order.
 fn graphql_clients(config: &Config) -> Result<Vec<GraphqlClient>, ReplayError> {
+    let tls = UpstreamTls::load(config.upstream.ca_file.as_deref())?;
     let clients = config
         .tenants
         .iter()
         .map(|t| {
-            GraphqlClient::new(
+            GraphqlClient::with_roots(
                 &config.upstream.graphql_url,
                 t.token.clone(),
                 config.upstream.request_timeout,
                 RetryPolicy::default(),
+                tls.extra_roots(),
             )
         })
         .collect::<Result<_, _>>()?;

@@ -17,23 +17,30 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tower_service::Service;
 
-/// The way out for the live sockets: which destinations go through a proxy.
+use crate::upstream::tls::UpstreamTls;
+
+/// The way out for the live sockets: which destinations go through a
+/// proxy, and whom TLS trusts.
 pub struct Egress {
     proxies: Matcher,
+    tls: UpstreamTls,
 }
 
 impl Egress {
     /// The proxies the process environment names (none: every socket
     /// connects directly).
-    pub fn from_env() -> Egress {
-        Egress {
-            proxies: Matcher::from_env(),
-        }
+    pub fn from_env(tls: UpstreamTls) -> Egress {
+        Egress::with_proxies(Matcher::from_env(), tls)
     }
 
     /// `proxies` decide (a matcher built in code, for tests and embedders).
-    pub fn with_proxies(proxies: Matcher) -> Egress {
-        Egress { proxies }
+    pub fn with_proxies(proxies: Matcher, tls: UpstreamTls) -> Egress {
+        Egress { proxies, tls }
+    }
+
+    /// Whom the upstream connections trust.
+    pub fn tls(&self) -> &UpstreamTls {
+        &self.tls
     }
 
     /// The proxy that `url` (`ws://` or `wss://`) goes through, if any.
@@ -172,7 +179,10 @@ mod tests {
     use super::*;
 
     fn egress(http: &str, https: &str, no: &str) -> Egress {
-        Egress::with_proxies(Matcher::builder().http(http).https(https).no(no).build())
+        Egress::with_proxies(
+            Matcher::builder().http(http).https(https).no(no).build(),
+            UpstreamTls::load(None).unwrap(),
+        )
     }
 
     fn proxy_of(e: &Egress, url: &str) -> Option<String> {

@@ -206,9 +206,25 @@ impl GraphqlClient {
         timeout: Duration,
         retry: RetryPolicy,
     ) -> Result<Self, HistoricError> {
-        let http = reqwest::Client::builder()
+        Self::with_roots(url, token, timeout, retry, Vec::new())
+    }
+
+    /// [`GraphqlClient::new`], trusting `roots` too (`upstream.ca_file`,
+    /// [`crate::upstream::tls::UpstreamTls::extra_roots`]).
+    pub fn with_roots(
+        url: &str,
+        token: Secret,
+        timeout: Duration,
+        retry: RetryPolicy,
+        roots: Vec<reqwest::Certificate>,
+    ) -> Result<Self, HistoricError> {
+        let mut http = reqwest::Client::builder()
             .timeout(timeout)
-            .user_agent(concat!("studio-relay/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("studio-relay/", env!("CARGO_PKG_VERSION")));
+        for root in roots {
+            http = http.add_root_certificate(root);
+        }
+        let http = http
             .build()
             .map_err(|e| HistoricError::Protocol(format!("cannot build HTTP client: {e}")))?;
         Ok(GraphqlClient {
@@ -276,7 +292,7 @@ impl GraphqlClient {
             .await
             .map_err(|e| HistoricError::Network {
                 url: url.clone(),
-                message: e.without_url().to_string(),
+                message: crate::ops::logging::error_chain(&e.without_url()),
             })?;
         let status = resp.status().as_u16();
         if status == 401 {
@@ -297,7 +313,7 @@ impl GraphqlClient {
         }
         let json: Value = resp.json().await.map_err(|e| HistoricError::Network {
             url: url.clone(),
-            message: e.without_url().to_string(),
+            message: crate::ops::logging::error_chain(&e.without_url()),
         })?;
         if let Some(errors) = json
             .get("errors")

@@ -323,7 +323,8 @@ impl LiveSocket {
         let egress = self.egress.clone();
         let connect = async move {
             let tcp = egress.open(request.uri(), receive_buffer).await?;
-            tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(ws_config), None)
+            let tls = Some(egress.tls().connector());
+            tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(ws_config), tls)
                 .await
         };
         let ws = tokio::select! {
@@ -367,6 +368,15 @@ impl LiveSocket {
     }
 
     fn handshake_failed(&self, e: tungstenite::Error) -> Ended {
+        if let Some(tls) = tls_failure(&e) {
+            return Ended::Lost {
+                reason: "handshake",
+                detail: format!(
+                    "TLS: {tls}; if the upstream's certificate is signed by a private CA \
+                     (a TLS-inspecting proxy), add that CA with upstream.ca_file"
+                ),
+            };
+        }
         let tungstenite::Error::Http(resp) = e else {
             return Ended::Lost {
                 reason: "network",
@@ -539,6 +549,20 @@ fn scrub(text: &str, token: &Secret) -> String {
         return text.to_string();
     }
     text.replace(token.expose(), crate::config::REDACTED)
+}
+
+/// The TLS handshake's failure, if that is what `e` is: tungstenite's own
+/// TLS error, or rustls's as the stream's I/O error (how tokio-rustls
+/// reports a refused certificate).
+fn tls_failure(e: &tungstenite::Error) -> Option<String> {
+    match e {
+        tungstenite::Error::Tls(tls) => Some(tls.to_string()),
+        tungstenite::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .map(ToString::to_string),
+        _ => None,
+    }
 }
 
 /// ±20 % around a fixed delay so many sockets do not retry in lockstep.

@@ -1,7 +1,9 @@
-//! A loopback HTTP CONNECT proxy, as an egress proxy of a company network
-//! would be: it tunnels to the targets it is told to reach, by a route
-//! table (so an upstream can be reachable only through it), and records
-//! every CONNECT it was asked for.
+//! What stands between the relay and its upstream in a company network, on
+//! loopback: an HTTP CONNECT proxy that tunnels to the targets it is told
+//! to reach, by a route table (so an upstream can be reachable only
+//! through it), recording every CONNECT it was asked for; and a TLS front
+//! with a certificate of the test CA (`tests/fixtures/tls`), as a private
+//! CA or a TLS-inspecting proxy presents.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -100,4 +102,62 @@ async fn read_head(client: &mut TcpStream) -> Option<String> {
         head.push(byte[0]);
     }
     String::from_utf8(head).ok()
+}
+
+/// TLS in front of `target` (the simulator, which speaks plain HTTP), with
+/// the server certificate the test CA signed for 127.0.0.1.
+pub struct TlsFront {
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    pub async fn start(target: SocketAddr) -> TlsFront {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let dir = crate::repo_root().join("tests/fixtures/tls");
+        let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+            .expect("tests/fixtures/tls/server.pem")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("a PEM certificate");
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("server.key");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("the test certificate and key match");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the TLS front");
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    let Ok(mut tls) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    if let Ok(mut server) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+                    }
+                });
+            }
+        });
+        TlsFront { addr, server }
+    }
+
+    /// `wss://127.0.0.1:PORT`.
+    pub fn wss_url(&self) -> String {
+        format!("wss://{}", self.addr)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }
