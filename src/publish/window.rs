@@ -60,21 +60,6 @@ impl HistoricPages for GraphqlClient {
     }
 }
 
-/// Pages shared between owners (a client per tenant, held by several tasks).
-impl<P: HistoricPages + Send> HistoricPages for Arc<P> {
-    fn page(
-        &self,
-        root: &'static str,
-        selection: &str,
-        filter: &OverviewFilter,
-        first: u32,
-        after: Option<&str>,
-        on_retry: &mut (dyn FnMut(&HistoricError, Duration) + Send),
-    ) -> impl Future<Output = Result<Page, HistoricError>> + Send {
-        (**self).page(root, selection, filter, first, after, on_retry)
-    }
-}
-
 /// What a walk counts, per source (shared by the windows of a source).
 #[derive(Debug, Default)]
 pub struct Counters {

@@ -51,7 +51,7 @@ use crate::relay::backfill::{BackfillDeps, HistoricClients, SeedFrom};
 use crate::relay::checkpoint::{ClockMark, Epoch};
 use crate::relay::processor::LiveMemory;
 use crate::relay::tenants::{SocketFactory, TenantSpec};
-use crate::relay::token_dir::{TokenDir, Tokens};
+use crate::relay::token_dir::{Skipped, TokenDir, Tokens};
 use crate::sink::{Sink, SinkError};
 use crate::upstream::egress::Egress;
 use crate::upstream::historic::GraphqlClient;
@@ -509,7 +509,7 @@ fn spawn_processor(
 fn spawn_tenants(
     config: &Config,
     factory: SocketFactory,
-    token_dir: Option<(TokenDir, Tokens)>,
+    token_dir: Option<(TokenDir, (Tokens, Vec<Skipped>))>,
     stop: &CancellationToken,
 ) -> JoinHandle<()> {
     let initial = config
@@ -522,9 +522,9 @@ fn spawn_tenants(
         })
         .collect();
     let (changes_tx, changes) = mpsc::channel(64);
-    if let Some((dir, known)) = token_dir {
+    if let Some((dir, reading)) = token_dir {
         let metrics = factory.metrics.clone();
-        tokio::spawn(dir.watch(known, changes_tx, metrics, stop.clone()));
+        tokio::spawn(dir.watch(reading, changes_tx, metrics, stop.clone()));
     }
     tokio::spawn(tenants::supervise(initial, changes, factory, stop.clone()))
 }
@@ -535,7 +535,7 @@ fn spawn_tenants(
 async fn read_token_dir(
     mut config: Config,
     metrics: &Arc<Metrics>,
-) -> Result<(Config, Option<(TokenDir, Tokens)>), RelayError> {
+) -> Result<(Config, Option<(TokenDir, (Tokens, Vec<Skipped>))>), RelayError> {
     let Some(dir) = TokenDir::from_config(&config) else {
         return Ok((config, None));
     };
@@ -564,7 +564,7 @@ async fn read_token_dir(
             ..TenantConfig::default()
         });
     }
-    Ok((config, Some((dir, tokens))))
+    Ok((config, Some((dir, (tokens, skipped)))))
 }
 
 /// The relay's tasks, stopped in order by [`drain`].

@@ -121,18 +121,21 @@ impl TokenDir {
     }
 
     /// Reads the directory every poll interval until `stop`, and sends what
-    /// changed since `known` (the reading the relay started with). A
-    /// directory that cannot be read changes nothing: the tenants keep
-    /// running until it can be read again.
+    /// changed since `known` (the reading the relay started with, whose
+    /// skipped files were reported). A directory that cannot be read
+    /// changes nothing: the tenants keep running until it can be read again.
     pub async fn watch(
         self,
-        mut known: Tokens,
+        (mut known, skipped): (Tokens, Vec<Skipped>),
         changes: mpsc::Sender<TenantChange>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) {
         let dir = Arc::new(self);
-        let mut reported = Reported::default();
+        let mut reported = Reported {
+            read_failing: false,
+            skipped,
+        };
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
