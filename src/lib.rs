@@ -12,13 +12,14 @@
 //! - [`encode`]: Avro (Confluent wire format or single-object) and JSON
 //!   encodings, CloudEvents headers, destinations. Pure.
 //! - [`sink`]: one [`sink::Sink`] trait; Kafka, NATS (JetStream or core) and
-//!   stdout implementations.
+//!   stdout implementations, and the leases replicas share tenants by.
 //! - [`publish`]: the publishing path both commands share: encoder →
 //!   message builder → intake (and spool) → publisher (ordered send,
 //!   windowed acks, retries, dead letters), the live frame and historic
 //!   window steps that feed it, and the one place it is put together.
 //! - [`relay`]: `run`'s wiring: sockets → processor → publishing path, the
-//!   upstream clock, gap backfill and the restart checkpoint.
+//!   tenants' supervisor and their moves between replicas, the upstream
+//!   clock, gap backfill and the restart checkpoint.
 //! - [`replay`]: `replay`'s wiring: windows → publishing path, its
 //!   checkpoint file and its record of what it published.
 //! - [`simulator`]: a faithful local Studio API (`simulate`). Only the CLI and

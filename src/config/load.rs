@@ -14,6 +14,7 @@
 //! a string otherwise; quote it (`'"123"'`) to force a string.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::{CheckpointMode, Config, EncodingFormat, SinkKind};
 use crate::config::Secret;
@@ -88,10 +89,15 @@ pub fn load_from_str(
             })?
     };
     let env: Vec<(String, String)> = env.into_iter().collect();
-    for (name, value) in &env {
-        if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
-            apply_override(&mut doc, rest, value)?;
-        }
+    let mut overrides: Vec<(&str, &str)> = env
+        .iter()
+        .filter_map(|(name, value)| Some((name.strip_prefix(ENV_PREFIX)?, value.as_str())))
+        .collect();
+    // Array elements in index order, whatever order the environment lists
+    // them in (`TENANTS__10__…` after `TENANTS__2__…`).
+    overrides.sort_by_cached_key(|(path, _)| override_order(path));
+    for (path, value) in overrides {
+        apply_override(&mut doc, path, value)?;
     }
     let mut config: Config = serde_path_to_error::deserialize(doc).map_err(|e| {
         let key = e.path().to_string();
@@ -109,6 +115,16 @@ pub fn load_from_str(
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Sorts a key path's segments, numbers by value.
+fn override_order(path: &str) -> Vec<(u64, String)> {
+    path.split("__")
+        .map(|seg| match seg.parse::<u64>() {
+            Ok(n) => (n, String::new()),
+            Err(_) => (u64::MAX, seg.to_string()),
+        })
+        .collect()
 }
 
 fn apply_override(doc: &mut toml::Value, path: &str, raw: &str) -> Result<(), ConfigError> {
@@ -255,6 +271,7 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             "must be above zero",
         ));
     }
+    validate_ha(c)?;
     if c.ops.tenant_label_buckets == 0 {
         return Err(ConfigError::invalid(
             "ops.tenant_label_buckets",
@@ -463,6 +480,56 @@ fn check_checkpoint(c: &Config) -> Result<(), ConfigError> {
                 r.checkpoint_key
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Leases need a broker to hold them and a checkpoint there to hand
+/// tenants over with.
+fn validate_ha(c: &Config) -> Result<(), ConfigError> {
+    let ha = &c.ha;
+    if !ha.enabled {
+        return Ok(());
+    }
+    if !(1..=10_000).contains(&ha.shards) {
+        return Err(ConfigError::invalid("ha.shards", "must be 1 to 10000"));
+    }
+    if ha.lease_ttl < Duration::from_secs(1) {
+        return Err(ConfigError::invalid("ha.lease_ttl", "must be at least 1s"));
+    }
+    let broker = match c.sink.kind {
+        SinkKind::Kafka => true,
+        SinkKind::Nats => c.sink.nats.jetstream,
+        SinkKind::Stdout => false,
+    };
+    if !broker {
+        return Err(ConfigError::invalid(
+            "ha.enabled",
+            "leases are kept in the broker: needs sink.kind = \"kafka\", or \"nats\" with sink.nats.jetstream",
+        ));
+    }
+    if c.relay.checkpoint != CheckpointMode::Broker || !c.relay.gap_backfill {
+        return Err(ConfigError::invalid(
+            "ha.enabled",
+            "a tenant moves to another replica through its checkpoint: needs relay.checkpoint = \"broker\" and relay.gap_backfill",
+        ));
+    }
+    for (key, name) in [
+        ("ha.group", &ha.group),
+        ("ha.topic", &ha.topic),
+        ("ha.bucket", &ha.bucket),
+    ] {
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+        if !ok {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{name:?} is not a valid name (letters, digits, `-`, `_`)"),
+            ));
+        }
     }
     Ok(())
 }
@@ -676,6 +743,47 @@ mod tests {
         assert_eq!(c.tenants[1].name, "b");
         assert_eq!(c.tenants[1].token.expose(), "bbb");
         assert_eq!(c.upstream.sources.len(), 1);
+    }
+
+    #[test]
+    fn leases_need_a_broker_and_its_checkpoint() {
+        let key = |toml: &str| {
+            load(toml, &[("TELAVOX_TOKEN", "x")])
+                .unwrap_err()
+                .key()
+                .map(str::to_string)
+        };
+        assert_eq!(key("[ha]\nenabled = true\n").as_deref(), Some("ha.enabled"));
+        let kafka = "[sink]\nkind = \"kafka\"\n[ha]\nenabled = true\n";
+        assert!(load(kafka, &[("TELAVOX_TOKEN", "x")]).is_ok());
+        let file = "[sink]\nkind = \"kafka\"\n[relay]\ncheckpoint = \"file\"\ncheckpoint_file = \"/tmp/c\"\n[ha]\nenabled = true\n";
+        assert_eq!(key(file).as_deref(), Some("ha.enabled"));
+        let topic = "[sink]\nkind = \"kafka\"\n[ha]\nenabled = true\ntopic = \"a b\"\n";
+        assert_eq!(key(topic).as_deref(), Some("ha.topic"));
+    }
+
+    #[test]
+    fn indexed_env_overrides_apply_in_index_order_whatever_the_environment_order() {
+        let names: Vec<(String, String)> = (0..12)
+            .rev()
+            .flat_map(|i| {
+                [
+                    (
+                        format!("STUDIO_RELAY__TENANTS__{i}__TOKEN"),
+                        format!("tok{i}"),
+                    ),
+                    (format!("STUDIO_RELAY__TENANTS__{i}__NAME"), format!("t{i}")),
+                ]
+            })
+            .collect();
+        let env: Vec<(&str, &str)> = names
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let c = load("", &env).unwrap();
+        let got: Vec<&str> = c.tenants.iter().map(|t| t.name.as_str()).collect();
+        let want: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Config {
     /// More tenants, from a directory of token files, changed without a
     /// restart.
     pub token_dir: TokenDirConfig,
+    /// Several replicas sharing the tenants, each owned by one at a time.
+    pub ha: HaConfig,
     /// How records are encoded on the wire.
     pub encoding: EncodingConfig,
     /// Where records are published.
@@ -185,6 +187,59 @@ impl Default for TokenDirConfig {
         TokenDirConfig {
             path: String::new(),
             poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// High availability: replicas of one deployment share its tenants. Each
+/// tenant hashes into one of `shards`; each shard is leased to one replica
+/// at a time through the broker the relay publishes to (Kafka: the
+/// partitions of `topic`, assigned to the members of consumer group
+/// `group`; NATS: keys with compare-and-set in KV bucket `bucket`, expiring
+/// after `lease_ttl`). A replica that dies loses its leases after
+/// `lease_ttl`; the others take its tenants over from their checkpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaConfig {
+    /// Off: this replica runs every tenant (one replica per deployment).
+    pub enabled: bool,
+    /// How many shards the tenants hash into: the most replicas that can
+    /// share the work. Kafka: the partitions of `topic` when the relay
+    /// creates it (an existing topic's partition count wins). All replicas
+    /// of a deployment must agree.
+    pub shards: u32,
+    /// Kafka: the consumer group of the deployment's replicas.
+    pub group: String,
+    /// Kafka: the coordination topic; its partitions are the shards. It
+    /// carries no messages.
+    pub topic: String,
+    /// NATS: the KV bucket holding the leases.
+    pub bucket: String,
+    /// How long a replica that stopped answering keeps its tenants (Kafka:
+    /// the group's `session.timeout.ms`, at least the broker's
+    /// `group.min.session.timeout.ms`, 6 s by default).
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How long a replica handing tenants over waits for their events in
+    /// flight to be acknowledged before releasing them.
+    #[serde(with = "humantime_serde")]
+    pub handoff_timeout: Duration,
+    /// This replica's name in the group. Empty: the host name (the pod's
+    /// name on Kubernetes) and a random suffix.
+    pub member: String,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            enabled: false,
+            shards: 64,
+            group: "studio-relay".into(),
+            topic: "studio-relay-shards".into(),
+            bucket: "studio-relay-leases".into(),
+            lease_ttl: Duration::from_secs(6),
+            handoff_timeout: Duration::from_secs(10),
+            member: String::new(),
         }
     }
 }

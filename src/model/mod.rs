@@ -679,6 +679,15 @@ impl Envelope {
     }
 }
 
+/// FNV-1a of `text`: a hash that is the same in every process, on every
+/// replica and after every restart (std's `DefaultHasher` promises none of
+/// that). Spreads tenants over metric label buckets and lease shards.
+pub fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// GraphQL selection set asking for every historic field of `source`'s record type.
 pub fn graphql_selection(source: DataSource) -> String {
     fn walk(fields: &[Field], out: &mut String) {

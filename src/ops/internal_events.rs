@@ -410,6 +410,136 @@ impl TenantRemoved<'_> {
     }
 }
 
+/// This replica joined its deployment's group (`ha.enabled`).
+pub struct GroupJoined<'a> {
+    pub member: &'a str,
+    pub leases: &'a str,
+    pub shards: u32,
+}
+
+impl GroupJoined<'_> {
+    pub fn emit(&self, _m: &Metrics) {
+        tracing::info!(
+            member = self.member,
+            leases = self.leases,
+            shards = self.shards,
+            "joined the replicas' group: tenants run where their shard's lease is"
+        );
+    }
+}
+
+/// How many tenants run here, after a change (only updates a gauge).
+pub struct TenantsRunning {
+    pub count: usize,
+}
+
+impl TenantsRunning {
+    pub fn emit(&self, m: &Metrics) {
+        m.owned_tenants.set(self.count as i64);
+    }
+}
+
+/// Shards became this replica's: their tenants are taken over.
+pub struct TenantsAcquired<'a> {
+    pub shards: &'a [u32],
+    pub tenants: &'a [&'a str],
+}
+
+impl TenantsAcquired<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        tracing::info!(
+            shards = ?self.shards,
+            tenants = ?self.tenants,
+            "shards acquired: their tenants resume from their checkpoints here"
+        );
+        m.owned_shards.add(self.shards.len() as i64);
+        m.tenant_changes
+            .with_label_values(&["acquired"])
+            .inc_by(self.tenants.len() as u64);
+    }
+}
+
+/// Shards went to another replica: their tenants stopped here.
+pub struct TenantsReleased<'a> {
+    pub shards: &'a [u32],
+    pub tenants: &'a [&'a str],
+    /// Whether their events in flight were acknowledged within
+    /// `ha.handoff_timeout`.
+    pub settled: bool,
+}
+
+impl TenantsReleased<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        if self.settled {
+            tracing::info!(
+                shards = ?self.shards,
+                tenants = ?self.tenants,
+                "shards released: their tenants stopped here, their events acknowledged"
+            );
+        } else {
+            tracing::warn!(
+                shards = ?self.shards,
+                tenants = ?self.tenants,
+                "shards released after ha.handoff_timeout with events still unacknowledged: the next owner may publish some of them again"
+            );
+        }
+        m.owned_shards.sub(self.shards.len() as i64);
+        m.tenant_changes
+            .with_label_values(&["released"])
+            .inc_by(self.tenants.len() as u64);
+    }
+}
+
+/// The leases' broker could not be read or written (logged at the first
+/// failure after a success).
+pub struct LeaseStoreFailed<'a> {
+    pub error: &'a str,
+}
+
+impl LeaseStoreFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            error = self.error,
+            "leases: the broker refused or timed out"
+        );
+    }
+}
+
+/// Leases found gone (another member holds them, or they were not
+/// refreshed in time): their tenants stop at once.
+pub struct LeaseLost<'a> {
+    pub shards: usize,
+    pub error: &'a str,
+}
+
+impl LeaseLost<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            shards = self.shards,
+            error = self.error,
+            "leases lost: their tenants stop here"
+        );
+    }
+}
+
+/// A tenant taken over could not load its checkpoint: it starts from its
+/// live data alone (what its previous owner had not acknowledged is
+/// missing unless a replay covers it).
+pub struct TenantCheckpointLoadFailed<'a> {
+    pub tenant: &'a str,
+    pub error: &'a str,
+}
+
+impl TenantCheckpointLoadFailed<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            tenant = self.tenant,
+            error = self.error,
+            "tenant taken over without its checkpoint: the time since its previous owner's checkpoint is not backfilled"
+        );
+    }
+}
+
 /// A file in the token directory cannot be a tenant (reported once).
 pub struct TokenFileSkipped<'a> {
     pub file: &'a str,

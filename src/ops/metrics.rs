@@ -36,6 +36,10 @@ pub struct Metrics {
     pub last_event_timestamp: GaugeVec,
     pub seconds_since_last_event: GaugeVec,
     pub queue_depth: IntGauge,
+    /// Shards of the tenants this replica holds the lease of (`ha`).
+    pub owned_shards: IntGauge,
+    /// Tenants this replica runs.
+    pub owned_tenants: IntGauge,
     pub inflight_messages: IntGauge,
     pub end_to_end_latency: HistogramVec,
     /// Labelled by [`LATENCY_STAGES`].
@@ -275,10 +279,8 @@ impl Metrics {
             TenantLabel::Name => Cow::Borrowed(tenant),
             TenantLabel::None => Cow::Borrowed(""),
             TenantLabel::Hashed(buckets) => {
-                // FNV-1a: the same bucket on every replica and every restart.
-                let hash = tenant.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-                });
+                // The same bucket on every replica and every restart.
+                let hash = crate::model::stable_hash(tenant);
                 Cow::Owned(format!("b{}", hash % u64::from(buckets.max(1))))
             }
         }
@@ -365,7 +367,7 @@ impl Metrics {
             tenant_changes: counter(
                 &r,
                 "studio_relay_tenant_changes_total",
-                "Tenants added, whose token was rotated, or removed while the relay runs (a token directory), by change.",
+                "Tenants added, whose token was rotated, or removed while the relay runs (a token directory), and taken over from or handed to another replica (ha), by change: added, rotated, removed, acquired, released.",
                 &["change"],
             ),
             token_dir_problems: counter(
@@ -390,6 +392,16 @@ impl Metrics {
                 &r,
                 "studio_relay_queue_depth",
                 "Frames waiting between the sockets and the encoder.",
+            ),
+            owned_shards: gauge(
+                &r,
+                "studio_relay_owned_shards",
+                "Shards of the tenants whose lease this replica holds (ha.enabled).",
+            ),
+            owned_tenants: gauge(
+                &r,
+                "studio_relay_owned_tenants",
+                "Tenants this replica runs: all of them, or with ha.enabled those of the shards it owns.",
             ),
             inflight_messages: gauge(
                 &r,

@@ -64,6 +64,8 @@ pub struct BackfillDeps {
     /// the resume backfill does not publish them again. Done before any gap
     /// is filled.
     pub seed: Option<SeedFrom>,
+    /// Tenants taken over from and handed to other replicas (`ha`).
+    pub handovers: Option<mpsc::UnboundedReceiver<Handover>>,
 }
 
 /// The broker to seed [`RecentIds`] from after a restart.
@@ -104,7 +106,7 @@ impl BackfillPlan {
 }
 
 /// How long reading the ids already on the broker may take at start.
-const SEED_TIMEOUT: Duration = Duration::from_secs(60);
+pub const SEED_TIMEOUT: Duration = Duration::from_secs(60);
 /// Extra broker time read before the resume window: the broker stamps
 /// messages with its own clock (or the previous relay process's), which
 /// may be a little off the relay's.
@@ -150,19 +152,32 @@ pub async fn run_with<P: HistoricPages + Send + Sync + 'static>(
     plan: BackfillPlan,
     clients: Arc<HistoricClients<P>>,
     mut events: mpsc::UnboundedReceiver<SocketEvent>,
-    deps: BackfillDeps,
+    mut deps: BackfillDeps,
 ) {
     // Before any gap is filled (socket events wait in their channel).
     seed_memory(&deps, plan.margin).await;
     let mut gaps = OpenGaps::resumed(&plan, &deps);
+    let mut handovers = deps.handovers.take();
     let shared = Arc::new(Shared {
         clients,
         deps,
         margin: plan.margin,
         recheck_after: plan.recheck_after,
     });
-    let mut tasks = JoinSet::new();
-    while let Some(ev) = events.recv().await {
+    let mut fills = Fills::default();
+    loop {
+        let ev = tokio::select! {
+            // A tenant taken over opens its gaps before its sockets report.
+            biased;
+            Some(h) = next_handover(&mut handovers) => {
+                gaps.hand_over(h, &shared.deps.clock, &mut fills);
+                continue;
+            }
+            ev = events.recv() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+        };
         match ev {
             SocketEvent::Disconnected {
                 tenant,
@@ -172,20 +187,76 @@ pub async fn run_with<P: HistoricPages + Send + Sync + 'static>(
             SocketEvent::Connected { tenant, source, .. } => {
                 if let Some((from, hold)) = gaps.close(&tenant, source) {
                     let shared = shared.clone();
-                    tasks.spawn(async move {
+                    let out = fills.output(&shared.deps.out, &tenant);
+                    fills.tasks.spawn(async move {
                         // Released only when every pass finished (not when
                         // stopped by shutdown: the next start redoes it).
-                        if fill(&shared, &tenant, source, from).await {
+                        if fill(&shared, &out, &tenant, source, from).await {
                             shared.deps.clock.release(hold);
                         }
                     });
                 }
             }
         }
-        while tasks.try_join_next().is_some() {}
+        while fills.tasks.try_join_next().is_some() {}
     }
     // Sockets are gone (shutdown): let running backfills see the stop and end.
-    while tasks.join_next().await.is_some() {}
+    while fills.tasks.join_next().await.is_some() {}
+}
+
+/// A tenant that moved between replicas (`ha`).
+pub enum Handover {
+    /// Taken over: each of its sockets has a gap from the tenant's
+    /// checkpoint, filled once the socket connects (the memories were
+    /// seeded from the broker before).
+    Resumed {
+        tenant: Arc<str>,
+        sources: Vec<DataSource>,
+        from: ClockMark,
+    },
+    /// Handed over: its fills stop, its gaps and clock are dropped (the
+    /// next owner resumes from the checkpoint); `stopped` is answered then.
+    Released {
+        tenant: Arc<str>,
+        stopped: tokio::sync::oneshot::Sender<()>,
+    },
+}
+
+async fn next_handover(rx: &mut Option<mpsc::UnboundedReceiver<Handover>>) -> Option<Handover> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The running fills, and a stop per tenant so a tenant handed over
+/// stops filling without touching the others.
+#[derive(Default)]
+struct Fills {
+    tasks: JoinSet<()>,
+    stops: HashMap<Arc<str>, tokio_util::sync::CancellationToken>,
+}
+
+impl Fills {
+    /// Where a fill of `tenant` publishes: the relay's output, stopped by
+    /// the relay's stop or the tenant's.
+    fn output(&mut self, out: &WalkOutput, tenant: &Arc<str>) -> WalkOutput {
+        let stop = self
+            .stops
+            .entry(tenant.clone())
+            .or_insert_with(|| out.stop.child_token())
+            .clone();
+        WalkOutput {
+            stop,
+            ..out.clone()
+        }
+    }
+
+    fn stop(&mut self, tenant: &str) {
+        if let Some(stop) = self.stops.remove(tenant) {
+            stop.cancel();
+        }
+    }
 }
 
 /// After a restart, remembers what is on the broker since the checkpoint.
@@ -235,6 +306,33 @@ impl OpenGaps {
         }
     }
 
+    /// A tenant taken over or handed over.
+    fn hand_over(&mut self, h: Handover, clock: &UpstreamClock, fills: &mut Fills) {
+        match h {
+            Handover::Resumed {
+                tenant,
+                sources,
+                from,
+            } => {
+                for source in sources {
+                    let hold = clock.hold(&tenant, from);
+                    let old = self
+                        .0
+                        .insert((tenant.clone(), source), Some((from.upstream_ms, hold)));
+                    if let Some(Some((_, old_hold))) = old {
+                        clock.release(old_hold);
+                    }
+                }
+            }
+            Handover::Released { tenant, stopped } => {
+                fills.stop(&tenant);
+                self.0.retain(|(t, _), _| *t != tenant);
+                clock.forget(&tenant);
+                let _ = stopped.send(());
+            }
+        }
+    }
+
     /// A socket is up: the gap it had open, if any.
     fn close(&mut self, tenant: &Arc<str>, source: DataSource) -> Option<OpenGap> {
         self.0.insert((tenant.clone(), source), None).flatten()
@@ -245,11 +343,12 @@ impl OpenGaps {
 /// backfills it (twice) or marks it.
 async fn fill<P: HistoricPages>(
     shared: &Shared<P>,
+    out: &WalkOutput,
     tenant: &Arc<str>,
     source: DataSource,
     from: i64,
 ) -> bool {
-    let Some(to) = settle(shared, tenant, from).await else {
+    let Some(to) = settle(shared, out, tenant, from).await else {
         return false;
     };
     let margin = shared.margin.as_millis() as i64;
@@ -260,9 +359,9 @@ async fn fill<P: HistoricPages>(
         from_ms: from,
         to_ms: to,
     }
-    .emit(&shared.deps.out.metrics);
+    .emit(&out.metrics);
     if source.graphql_root().is_none() {
-        let marker = shared.deps.out.builder.gap_marker(tenant, source, from, to);
+        let marker = out.builder.gap_marker(tenant, source, from, to);
         let _ = shared
             .deps
             .out
@@ -275,11 +374,11 @@ async fn fill<P: HistoricPages>(
     for pass in 1..=passes {
         if pass > 1 {
             tokio::select! {
-                _ = shared.deps.out.stop.cancelled() => return false,
+                _ = out.stop.cancelled() => return false,
                 _ = tokio::time::sleep(shared.recheck_after) => {}
             }
         }
-        if !backfill_once(shared, tenant, source, from, to, pass).await {
+        if !backfill_once(shared, out, tenant, source, from, to, pass).await {
             return false;
         }
     }
@@ -288,7 +387,12 @@ async fn fill<P: HistoricPages>(
 
 /// The gap's end: the upstream clock once it moved past the reconnect (or
 /// after [`SETTLE_MAX`]); None when stopped meanwhile.
-async fn settle<P>(shared: &Shared<P>, tenant: &Arc<str>, from: i64) -> Option<i64> {
+async fn settle<P>(
+    shared: &Shared<P>,
+    out: &WalkOutput,
+    tenant: &Arc<str>,
+    from: i64,
+) -> Option<i64> {
     let clock = &shared.deps.clock;
     let at_reconnect = clock.now(tenant).unwrap_or(from);
     let waited = tokio::time::Instant::now();
@@ -298,14 +402,16 @@ async fn settle<P>(shared: &Shared<P>, tenant: &Arc<str>, from: i64) -> Option<i
             return Some(now.max(from));
         }
         tokio::select! {
-            _ = shared.deps.out.stop.cancelled() => return None,
+            _ = out.stop.cancelled() => return None,
             _ = tokio::time::sleep(SETTLE_POLL) => {}
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn backfill_once<P: HistoricPages>(
     shared: &Shared<P>,
+    out: &WalkOutput,
     tenant: &Arc<str>,
     source: DataSource,
     from: i64,
@@ -339,7 +445,7 @@ async fn backfill_once<P: HistoricPages>(
         skip: &skip,
         counters: &counters,
     };
-    let result = window::walk(&shared.deps.out, request).await;
+    let result = window::walk(out, request).await;
     GapBackfilled {
         tenant,
         source: source.as_str(),
@@ -352,7 +458,7 @@ async fn backfill_once<P: HistoricPages>(
             Ok(WindowOutcome::Done) => None,
         },
     }
-    .emit(&shared.deps.out.metrics);
+    .emit(&out.metrics);
     matches!(result, Ok(WindowOutcome::Done))
 }
 
@@ -401,6 +507,7 @@ mod tests {
             clock: clock.clone(),
             resume_from: HashMap::new(),
             seed: None,
+            handovers: None,
         }
     }
 

@@ -212,6 +212,9 @@ pub enum CheckpointStore {
     Broker {
         store: Arc<dyn StateStore>,
         key: String,
+        /// Each tenant under its own key, `<key>.<tenant>` (`ha.enabled`):
+        /// replicas sharing the tenants each write only their own.
+        per_tenant: bool,
     },
 }
 
@@ -219,6 +222,11 @@ impl std::fmt::Debug for CheckpointStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.location())
     }
+}
+
+/// Where one tenant's checkpoint is kept with `per_tenant`.
+fn tenant_key(key: &str, tenant: &str) -> String {
+    format!("{key}.{tenant}")
 }
 
 /// Attempts of a load that fails with a retryable error, at start-up.
@@ -236,7 +244,7 @@ impl CheckpointStore {
     pub fn location(&self) -> String {
         match self {
             CheckpointStore::File(f) => f.location(),
-            CheckpointStore::Broker { store, key } => {
+            CheckpointStore::Broker { store, key, .. } => {
                 format!("relay.checkpoint_key {key:?} in {}", store.describe())
             }
         }
@@ -284,16 +292,78 @@ impl CheckpointStore {
                         message: e.to_string(),
                     })?
             }
-            CheckpointStore::Broker { store, key } => match store.get(key).await {
-                Ok(None) => Ok(BTreeMap::new()),
-                Ok(Some(bytes)) => decode(&bytes).map_err(|message| CheckpointError {
-                    kind: CheckpointErrorKind::Corrupt,
-                    location: self.location(),
-                    message,
-                }),
-                Err(e) => Err(CheckpointError::from_sink(self.location(), e)),
-            },
+            CheckpointStore::Broker { store, key, .. } => self.load_key(store, key).await,
         }
+    }
+
+    async fn load_key(
+        &self,
+        store: &Arc<dyn StateStore>,
+        key: &str,
+    ) -> Result<CheckpointState, CheckpointError> {
+        match store.get(key).await {
+            Ok(None) => Ok(BTreeMap::new()),
+            Ok(Some(bytes)) => decode(&bytes).map_err(|message| CheckpointError {
+                kind: CheckpointErrorKind::Corrupt,
+                location: self.location(),
+                message,
+            }),
+            Err(e) => Err(CheckpointError::from_sink(self.location(), e)),
+        }
+    }
+
+    /// One tenant's checkpoint, read when the tenant is taken over from
+    /// another replica: its own key, else its entry in the deployment's
+    /// shared document (written before the replicas shared the tenants).
+    pub async fn load_tenant(&self, tenant: &str) -> Result<Option<ClockMark>, CheckpointError> {
+        use backon::Retryable;
+        let once = || async {
+            match self {
+                CheckpointStore::Broker {
+                    store,
+                    key,
+                    per_tenant: true,
+                } => {
+                    let own = self.load_key(store, &tenant_key(key, tenant)).await?;
+                    match own.get(tenant) {
+                        Some(m) => Ok(Some(*m)),
+                        None => Ok(self.load_key(store, key).await?.get(tenant).copied()),
+                    }
+                }
+                _ => Ok(self.load_once().await?.get(tenant).copied()),
+            }
+        };
+        once.retry(load_retries())
+            .when(CheckpointError::is_retryable)
+            .await
+    }
+
+    /// Stores the checkpoints of `changed` tenants: under their own keys,
+    /// or `state` as a whole.
+    async fn save_changed(
+        &self,
+        state: &CheckpointState,
+        changed: &std::collections::BTreeSet<String>,
+    ) -> Result<(), CheckpointError> {
+        let CheckpointStore::Broker {
+            store,
+            key,
+            per_tenant: true,
+        } = self
+        else {
+            return self.save(state).await;
+        };
+        for tenant in changed {
+            let Some(mark) = state.get(tenant) else {
+                continue;
+            };
+            let one: CheckpointState = [(tenant.clone(), *mark)].into();
+            store
+                .put(&tenant_key(key, tenant), encode(&one).into())
+                .await
+                .map_err(|e| CheckpointError::from_sink(self.location(), e))?;
+        }
+        Ok(())
     }
 
     /// Stores `state`, replacing what was there.
@@ -309,7 +379,7 @@ impl CheckpointStore {
                         message: e.to_string(),
                     })?
             }
-            CheckpointStore::Broker { store, key } => store
+            CheckpointStore::Broker { store, key, .. } => store
                 .put(key, encode(state).into())
                 .await
                 .map_err(|e| CheckpointError::from_sink(self.location(), e)),
@@ -341,6 +411,7 @@ pub async fn open(
             Ok(Some(store)) => Ok(Some(CheckpointStore::Broker {
                 store,
                 key: r.checkpoint_key.clone(),
+                per_tenant: config.ha.enabled,
             })),
             Ok(None) => {
                 CheckpointDisabled {
@@ -369,7 +440,7 @@ pub async fn run_writer(
     metrics: Arc<Metrics>,
 ) {
     let location = store.location();
-    let mut unsaved = false;
+    let mut unsaved = std::collections::BTreeSet::new();
     let mut failures: u64 = 0;
     while let Some(epoch) = epochs.recv().await {
         tokio::select! {
@@ -385,15 +456,15 @@ pub async fn run_writer(
             });
             if at.upstream_ms > e.upstream_ms {
                 *e = at;
-                unsaved = true;
+                unsaved.insert(tenant.to_string());
             }
         }
-        if !unsaved {
+        if unsaved.is_empty() {
             continue;
         }
-        match store.save(&state).await {
+        match store.save_changed(&state, &unsaved).await {
             Ok(()) => {
-                unsaved = false;
+                unsaved.clear();
                 if failures > 0 {
                     CheckpointSaveRecovered {
                         location: &location,
@@ -472,6 +543,7 @@ mod tests {
         let checkpoint = CheckpointStore::Broker {
             store: store.clone(),
             key: "k".into(),
+            per_tenant: false,
         };
         (store, checkpoint)
     }
@@ -604,5 +676,49 @@ mod tests {
         assert!(metrics
             .render()
             .contains("studio_relay_checkpoint_timestamp_seconds{tenant=\"acme\"} 0.1"));
+    }
+
+    /// A broker store in memory.
+    #[derive(Default)]
+    struct Kept(std::sync::Mutex<BTreeMap<String, bytes::Bytes>>);
+
+    #[async_trait::async_trait]
+    impl StateStore for Kept {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        fn backend(&self) -> &'static str {
+            "test"
+        }
+        async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, SinkError> {
+            Ok(self.0.lock().unwrap().get(key).cloned())
+        }
+        async fn put(&self, key: &str, value: bytes::Bytes) -> Result<(), SinkError> {
+            self.0.lock().unwrap().insert(key.into(), value);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn replicas_sharing_tenants_write_each_tenant_under_its_own_key() {
+        let kept = Arc::new(Kept::default());
+        // A relay without ha wrote the shared document before.
+        let shared: CheckpointState = [("old".to_string(), mark(50))].into();
+        kept.put("k", encode(&shared).into()).await.unwrap();
+        let store = CheckpointStore::Broker {
+            store: kept.clone(),
+            key: "k".into(),
+            per_tenant: true,
+        };
+        let state: CheckpointState =
+            [("a".to_string(), mark(100)), ("b".to_string(), mark(200))].into();
+        let changed = ["b".to_string()].into();
+        store.save_changed(&state, &changed).await.unwrap();
+        // Only the changed tenant is written, under its own key.
+        assert_eq!(store.load_tenant("b").await.unwrap(), Some(mark(200)));
+        assert_eq!(store.load_tenant("a").await.unwrap(), None);
+        assert!(kept.0.lock().unwrap().contains_key("k.b"));
+        // A tenant without its own key resumes from the shared document.
+        assert_eq!(store.load_tenant("old").await.unwrap(), Some(mark(50)));
     }
 }

@@ -60,6 +60,13 @@ impl UpstreamClock {
         lock(&self.holds).remove(&hold);
     }
 
+    /// A tenant handed to another replica: its clock and open gaps go, so
+    /// no checkpoint of it is written here any more.
+    pub fn forget(&self, tenant: &str) {
+        lock(&self.holds).retain(|_, (t, _)| &**t != tenant);
+        lock(&self.now).remove(tenant);
+    }
+
     /// Per tenant, the time a restart checkpoint may claim: the clock, but
     /// never past the start of a gap still being filled.
     pub fn snapshot(&self) -> Vec<(Arc<str>, ClockMark)> {

@@ -4,9 +4,10 @@
 //! ```text
 //! read_token_dir ─▶ serve_ops ─▶ connect_sink ─▶ watch_sink_health ─▶ open_checkpoint
 //!   (publish::pipeline: encoder → builder → publisher)
-//!          ─▶ spawn_backfill ─▶ spawn_processor ─▶ spawn_tenants ─▶ … ─▶ drain
+//!          ─▶ join_group ─▶ spawn_backfill ─▶ spawn_processor ─▶ spawn_tenants ─▶ … ─▶ drain
 //!
 //! token_dir ──TenantChange──▶ tenants (supervisor: start / reconnect / stop)
+//! leases (ha) ──LeaseEvent──▶ tenants (take over / hand over, via ownership)
 //! LiveSocket ×(tenants × sources) ──LiveFrame──▶ [bounded queue] ──▶ processor
 //!     (upstream::live)                            normalize + encode (publish::frames)
 //!                                  ──Outgoing──▶ Intake ──▶ publisher ──▶ Sink
@@ -16,14 +17,16 @@
 //! processor drains the queue → the publisher settles every in-flight message
 //! and flushes the sink, all within `relay.shutdown_deadline`.
 //!
-//! What only the live path keeps: the tenants' supervisor ([`tenants`]) and
-//! the token directory ([`token_dir`]), the upstream clock ([`clock`]), the
+//! What only the live path keeps: the tenants' supervisor ([`tenants`]),
+//! the token directory ([`token_dir`]), the tenants' moves between
+//! replicas ([`ownership`]), the upstream clock ([`clock`]), the
 //! restart checkpoint ([`checkpoint`]), gap backfill ([`backfill`]) and the
 //! processor's epochs ([`processor`]).
 
 pub mod backfill;
 pub mod checkpoint;
 pub mod clock;
+pub mod ownership;
 pub mod processor;
 pub mod tenants;
 pub mod token_dir;
@@ -39,19 +42,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, OpsConfig, TenantConfig, TenantLabelMode};
 use crate::ops::internal_events::{
-    CheckpointLoaded, FinalFlushFailed, OpsListening, RelayDraining, RelayStarted, RelayStopped,
-    SinkHealthChanged, TokenFileSkipped,
+    CheckpointLoaded, FinalFlushFailed, GroupJoined, OpsListening, RelayDraining, RelayStarted,
+    RelayStopped, SinkHealthChanged, TokenFileSkipped,
 };
 use crate::ops::{Health, Metrics, TenantLabel};
 use crate::publish::pipeline::{self, Pipeline, PipelineError, PipelineSettings};
 use crate::publish::publisher::{Outstanding, PublisherStats};
 use crate::publish::spool::SpoolSettings;
 use crate::publish::window::WalkOutput;
-use crate::relay::backfill::{BackfillDeps, HistoricClients, SeedFrom};
-use crate::relay::checkpoint::{ClockMark, Epoch};
+use crate::relay::backfill::{BackfillDeps, Handover, HistoricClients, SeedFrom};
+use crate::relay::checkpoint::{CheckpointStore, ClockMark, Epoch};
+use crate::relay::ownership::{Handovers, Owned};
 use crate::relay::processor::LiveMemory;
 use crate::relay::tenants::{SocketFactory, TenantSpec};
 use crate::relay::token_dir::{Skipped, TokenDir, Tokens};
+use crate::sink::leases::{default_member_name, GroupSettings, Membership};
 use crate::sink::{Sink, SinkError};
 use crate::upstream::egress::Egress;
 use crate::upstream::historic::GraphqlClient;
@@ -181,9 +186,10 @@ pub async fn start_with_sink(
     let pipeline = connect_sink(&config, &sink, &metrics, &shutdown, &memory).await?;
     watch_sink_health(&sink, &metrics, &health, &ops.stop).await;
     let checkpoint = open_checkpoint(&config, &sink, &metrics).await?;
+    let group = join_group(&config, &sink, &metrics).await?;
     let clock = Arc::new(UpstreamClock::default());
     let sockets_stop = shutdown.child_token();
-    let gaps = spawn_backfill(
+    let mut gaps = spawn_backfill(
         &config,
         &sink,
         &metrics,
@@ -194,9 +200,36 @@ pub async fn start_with_sink(
         &sockets_stop,
     );
     let (frame_tx, frame_rx) = mpsc::channel::<LiveFrame>(config.relay.queue_capacity);
+    let (shared, leave) = match group {
+        Some(group) => {
+            let handovers = Handovers {
+                checkpoint: checkpoint
+                    .store
+                    .clone()
+                    .expect("ha needs a broker checkpoint"),
+                sink: sink.clone(),
+                builder: pipeline.builder.clone(),
+                memory: memory.clone(),
+                margin: config.relay.gap_margin,
+                backfill: gaps.handovers.take().expect("ha needs gap backfill"),
+                frames: frame_tx.clone(),
+                outstanding: pipeline.outstanding.clone(),
+                handoff_timeout: config.ha.handoff_timeout,
+                metrics: metrics.clone(),
+            };
+            let shared = tenants::Shared {
+                owned: Owned::none(group.membership.shards),
+                leases: group.membership.events,
+                handovers,
+            };
+            (Some(shared), Some(group.leave))
+        }
+        None => (None, None),
+    };
     let processor = spawn_processor(frame_rx, &pipeline, &metrics, clock, memory, &checkpoint);
     let tenants = spawn_tenants(
         &config,
+        shared,
         SocketFactory {
             settings: config.upstream.clone(),
             metrics: metrics.clone(),
@@ -229,6 +262,7 @@ pub async fn start_with_sink(
         sink,
     };
     let stopping = Stopping {
+        leave,
         deadline: config.relay.shutdown_deadline,
         health: health.clone(),
         metrics: metrics.clone(),
@@ -363,6 +397,8 @@ async fn watch_sink(
 /// the writer that keeps it current as epochs settle.
 #[derive(Default)]
 struct Resume {
+    /// Where checkpoints are kept (tenants taken over load theirs here).
+    store: Option<CheckpointStore>,
     from: HashMap<String, ClockMark>,
     epochs: Option<mpsc::UnboundedSender<Epoch>>,
     writer: Option<(JoinHandle<()>, CancellationToken)>,
@@ -378,31 +414,88 @@ async fn open_checkpoint(
     let Some(store) = checkpoint::open(config, sink.as_ref(), metrics).await? else {
         return Ok(Resume::default());
     };
-    let state = store.load().await?;
-    let tenants: Vec<(&str, i64)> = state
-        .iter()
-        .map(|(t, m)| (t.as_str(), m.upstream_ms))
-        .collect();
-    CheckpointLoaded {
-        location: &store.location(),
-        tenants: &tenants,
+    // Replicas sharing the tenants load each one's checkpoint when they
+    // take it over.
+    let state = if config.ha.enabled {
+        Default::default()
+    } else {
+        store.load().await?
+    };
+    if !config.ha.enabled {
+        let tenants: Vec<(&str, i64)> = state
+            .iter()
+            .map(|(t, m)| (t.as_str(), m.upstream_ms))
+            .collect();
+        CheckpointLoaded {
+            location: &store.location(),
+            tenants: &tenants,
+        }
+        .emit(metrics);
     }
-    .emit(metrics);
     let from = state.iter().map(|(k, v)| (k.clone(), *v)).collect();
     let (tx, rx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
     let task = tokio::spawn(checkpoint::run_writer(
-        store,
+        store.clone(),
         state,
         rx,
         stop.clone(),
         metrics.clone(),
     ));
     Ok(Resume {
+        store: Some(store),
         from,
         epochs: Some(tx),
         writer: Some((task, stop)),
     })
+}
+
+/// With `ha.enabled`: this replica's place in the group, and the token
+/// that makes it leave.
+struct Group {
+    membership: Membership,
+    leave: CancellationToken,
+}
+
+async fn join_group(
+    config: &Config,
+    sink: &Arc<dyn Sink>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Group>, RelayError> {
+    let ha = &config.ha;
+    if !ha.enabled {
+        return Ok(None);
+    }
+    let member = if ha.member.is_empty() {
+        default_member_name()
+    } else {
+        ha.member.clone()
+    };
+    let settings = GroupSettings {
+        group: ha.group.clone(),
+        topic: ha.topic.clone(),
+        bucket: ha.bucket.clone(),
+        shards: ha.shards,
+        lease_ttl: ha.lease_ttl,
+        member: member.clone(),
+    };
+    let leave = CancellationToken::new();
+    let Some(membership) = sink.join_group(&settings, leave.clone()).await? else {
+        return Err(RelayError::Sink(SinkError::new(
+            crate::sink::SinkErrorKind::Config,
+            format!(
+                "config key `ha.enabled`: the {} sink cannot keep leases",
+                sink.name()
+            ),
+        )));
+    };
+    GroupJoined {
+        member: &member,
+        leases: &membership.describe,
+        shards: membership.shards,
+    }
+    .emit(metrics);
+    Ok(Some(Group { membership, leave }))
 }
 
 /// Gap backfill, when enabled: the task, and where sockets report
@@ -412,6 +505,8 @@ struct Gaps {
     events: Option<mpsc::UnboundedSender<SocketEvent>>,
     /// Each tenant's GraphQL client, set by the tenants' supervisor.
     clients: Option<Arc<HistoricClients<GraphqlClient>>>,
+    /// Tenants taken over and handed over (`ha`).
+    handovers: Option<mpsc::UnboundedSender<Handover>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -430,6 +525,7 @@ fn spawn_backfill(
             task: None,
             events: None,
             clients: None,
+            handovers: None,
         };
     }
     // After a restart, the resume backfill first learns which of its
@@ -438,7 +534,7 @@ fn spawn_backfill(
         sink: sink.clone(),
         destinations: backfill_destinations(config, &pipeline.builder),
     });
-    let deps = BackfillDeps {
+    let mut deps = BackfillDeps {
         out: WalkOutput {
             tx: pipeline.intake.clone(),
             builder: pipeline.builder.clone(),
@@ -450,7 +546,13 @@ fn spawn_backfill(
         clock: clock.clone(),
         resume_from: resume.from.clone(),
         seed,
+        handovers: None,
     };
+    let (handovers_tx, handovers) = mpsc::unbounded_channel();
+    let ha = config.ha.enabled;
+    if ha {
+        deps.handovers = Some(handovers);
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let config = config.clone();
     let clients = Arc::new(HistoricClients::default());
@@ -462,6 +564,7 @@ fn spawn_backfill(
         task: Some(task),
         events: Some(tx),
         clients: Some(clients),
+        handovers: ha.then_some(handovers_tx),
     }
 }
 
@@ -508,6 +611,7 @@ fn spawn_processor(
 /// directory's changes while the relay runs.
 fn spawn_tenants(
     config: &Config,
+    shared: Option<tenants::Shared>,
     factory: SocketFactory,
     token_dir: Option<(TokenDir, (Tokens, Vec<Skipped>))>,
     stop: &CancellationToken,
@@ -526,7 +630,13 @@ fn spawn_tenants(
         let metrics = factory.metrics.clone();
         tokio::spawn(dir.watch(reading, changes_tx, metrics, stop.clone()));
     }
-    tokio::spawn(tenants::supervise(initial, changes, factory, stop.clone()))
+    tokio::spawn(tenants::supervise(
+        initial,
+        changes,
+        shared,
+        factory,
+        stop.clone(),
+    ))
 }
 
 /// With a token directory: its tenants join the config's (they are
@@ -581,6 +691,9 @@ struct Running {
 
 /// What the drain reports to.
 struct Stopping {
+    /// Leaves the replicas' group once everything settled, so the next
+    /// owners resume from checkpoints that cover this replica's work.
+    leave: Option<CancellationToken>,
     deadline: Duration,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
@@ -619,6 +732,9 @@ async fn drain(
             unsettled: outstanding.get(),
         }),
     };
+    if let Some(leave) = &stopping.leave {
+        leave.cancel();
+    }
     stopping.health.set_sink(Err("stopped".into()));
     stopping.ops_stop.cancel();
     result

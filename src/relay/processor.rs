@@ -227,6 +227,7 @@ impl Epochs {
 }
 
 /// What the live path remembers of the records it took.
+#[derive(Clone)]
 pub struct LiveMemory {
     /// Event ids: an exact repeat is not published again.
     pub event_ids: Arc<RecentIds>,

@@ -14,11 +14,13 @@ use crate::config::{Secret, UpstreamConfig};
 use crate::model::DataSource;
 use crate::ops::internal_events::{
     BackfillClientFailed, TenantDestinationsFailed, TenantRemoved, TenantStarted,
-    TenantTokenRotated,
+    TenantTokenRotated, TenantsAcquired, TenantsReleased, TenantsRunning,
 };
 use crate::ops::{Health, Metrics};
 use crate::publish::MessageBuilder;
 use crate::relay::backfill::HistoricClients;
+use crate::relay::ownership::{Handovers, Owned};
+use crate::sink::leases::LeaseEvent;
 use crate::sink::Sink;
 use crate::upstream::egress::Egress;
 use crate::upstream::historic::{GraphqlClient, RetryPolicy};
@@ -64,40 +66,179 @@ struct Running {
     sockets: Vec<JoinHandle<()>>,
 }
 
-/// Runs `initial`'s sockets, applies each change from `changes`, and once
-/// `stop` is cancelled waits for every socket to end.
+/// With replicas sharing the tenants: this replica's leases, and how
+/// tenants move.
+pub struct Shared {
+    pub leases: mpsc::UnboundedReceiver<LeaseEvent>,
+    pub owned: Owned,
+    pub handovers: Handovers,
+}
+
+/// The tenants known (config and token directory) and those running here.
+struct Tenants {
+    known: BTreeMap<Arc<str>, TenantSpec>,
+    running: BTreeMap<Arc<str>, Running>,
+    /// None: this replica runs every known tenant.
+    owned: Option<Owned>,
+}
+
+impl Tenants {
+    fn runs_here(&self, tenant: &str) -> bool {
+        self.owned.as_ref().is_none_or(|o| o.owns(tenant))
+    }
+}
+
+/// Runs the sockets of `initial`'s tenants (with `shared`: those this
+/// replica owns, as the leases come and go), applies each change from
+/// `changes`, and once `stop` is cancelled waits for every socket to end.
 pub async fn supervise(
     initial: Vec<TenantSpec>,
     mut changes: mpsc::Receiver<TenantChange>,
+    mut shared: Option<Shared>,
     factory: SocketFactory,
     stop: CancellationToken,
 ) {
-    let mut running: BTreeMap<Arc<str>, Running> = BTreeMap::new();
-    for spec in initial {
+    let mut tenants = Tenants {
+        known: initial.into_iter().map(|t| (t.name.clone(), t)).collect(),
+        running: BTreeMap::new(),
+        owned: shared.as_ref().map(|s| s.owned.clone()),
+    };
+    let first: Vec<TenantSpec> = tenants
+        .known
+        .values()
+        .filter(|t| tenants.runs_here(&t.name))
+        .cloned()
+        .collect();
+    for spec in first {
         let tenant = factory.start(spec, &stop);
-        running.insert(tenant.spec.name.clone(), tenant);
+        tenants.running.insert(tenant.spec.name.clone(), tenant);
     }
+    factory.count(&tenants);
+    let mut changes_open = true;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            change = changes.recv() => match change {
-                Some(change) => factory.apply(change, &mut running, &stop).await,
-                // No more changes: the sockets run until the stop.
-                None => {
-                    stop.cancelled().await;
-                    break;
+            Some(lease) = next_lease(&mut shared) => {
+                if let Some(s) = &shared {
+                    factory.lease(lease, &mut tenants, &s.handovers, &stop).await;
                 }
+            }
+            change = changes.recv(), if changes_open => match change {
+                Some(change) => factory.change(change, &mut tenants, &stop).await,
+                // No more changes: the sockets run until the stop.
+                None => changes_open = false,
             },
         }
+        factory.count(&tenants);
     }
-    for (_, tenant) in running {
+    // The leases' events end here: a rebalance during the drain is not
+    // waited for.
+    drop(shared);
+    for (_, tenant) in tenants.running {
         for socket in tenant.sockets {
             let _ = socket.await;
         }
     }
 }
 
+async fn next_lease(shared: &mut Option<Shared>) -> Option<LeaseEvent> {
+    match shared {
+        Some(s) => s.leases.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl SocketFactory {
+    fn count(&self, tenants: &Tenants) {
+        TenantsRunning {
+            count: tenants.running.len(),
+        }
+        .emit(&self.metrics);
+    }
+
+    /// A change from the token directory: known everywhere, applied where
+    /// the tenant runs.
+    async fn change(&self, change: TenantChange, tenants: &mut Tenants, stop: &CancellationToken) {
+        match &change {
+            TenantChange::Upsert(spec) => {
+                tenants.known.insert(spec.name.clone(), spec.clone());
+                if !tenants.runs_here(&spec.name) {
+                    return;
+                }
+            }
+            TenantChange::Remove(name) => {
+                tenants.known.remove(name);
+            }
+        }
+        self.apply(change, &mut tenants.running, stop).await;
+    }
+
+    /// Shards gained: their known tenants are taken over; shards lost:
+    /// their tenants stop here, and the lease is answered after.
+    async fn lease(
+        &self,
+        lease: LeaseEvent,
+        tenants: &mut Tenants,
+        handovers: &Handovers,
+        stop: &CancellationToken,
+    ) {
+        let Some(owned) = tenants.owned.as_mut() else {
+            return;
+        };
+        match lease {
+            LeaseEvent::Acquired(shards) => {
+                owned.add(&shards);
+                let taken: Vec<TenantSpec> = tenants
+                    .known
+                    .values()
+                    .filter(|t| owned.in_shards(&t.name, &shards))
+                    .filter(|t| !tenants.running.contains_key(&t.name))
+                    .cloned()
+                    .collect();
+                let names: Vec<&str> = taken.iter().map(|t| &*t.name).collect();
+                TenantsAcquired {
+                    shards: &shards,
+                    tenants: &names,
+                }
+                .emit(&self.metrics);
+                let specs: Vec<_> = taken
+                    .iter()
+                    .map(|t| (t.name.clone(), t.sources.clone()))
+                    .collect();
+                handovers.take_over(&specs).await;
+                for spec in taken {
+                    tenants
+                        .running
+                        .insert(spec.name.clone(), self.start(spec, stop));
+                }
+            }
+            LeaseEvent::Revoked { shards, released } => {
+                owned.remove(&shards);
+                let going: Vec<Arc<str>> = tenants
+                    .running
+                    .keys()
+                    .filter(|t| !owned.owns(t))
+                    .cloned()
+                    .collect();
+                for name in &going {
+                    if let Some(tenant) = tenants.running.remove(name) {
+                        self.stop_sockets(tenant).await;
+                        self.forget(name);
+                    }
+                }
+                let settled = handovers.hand_over(&going).await;
+                let names: Vec<&str> = going.iter().map(|t| &**t).collect();
+                TenantsReleased {
+                    shards: &shards,
+                    tenants: &names,
+                    settled,
+                }
+                .emit(&self.metrics);
+                let _ = released.send(());
+            }
+        }
+    }
+
     async fn apply(
         &self,
         change: TenantChange,

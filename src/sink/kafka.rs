@@ -236,6 +236,27 @@ fn kafka_err(what: &str, e: KafkaError) -> SinkError {
 }
 
 /// The partitions of `topic`; None when the broker does not know it.
+/// The partitions of `topic`, waiting until `deadline` for it to show:
+/// just created, a topic may take a moment to appear in metadata.
+fn wait_for_partitions(
+    consumer: &BaseConsumer,
+    topic: &str,
+    deadline: Instant,
+) -> Result<Vec<i32>, SinkError> {
+    loop {
+        if let Some(ps) = partitions_of(consumer, topic, left(deadline))? {
+            return Ok(ps);
+        }
+        if Instant::now() >= deadline {
+            return Err(SinkError::new(
+                SinkErrorKind::Unavailable,
+                format!("topic {topic} not found"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn partitions_of(
     consumer: &BaseConsumer,
     topic: &str,
@@ -343,19 +364,7 @@ impl StateStore for KafkaStateStore {
         tokio::task::spawn_blocking(move || {
             let consumer = reader(&config)?;
             let deadline = Instant::now() + STATE_READ_TIMEOUT;
-            // Just created, the topic may take a moment to show in metadata.
-            let partitions = loop {
-                if let Some(ps) = partitions_of(&consumer, &topic, left(deadline))? {
-                    break ps;
-                }
-                if Instant::now() >= deadline {
-                    return Err(SinkError::new(
-                        SinkErrorKind::Unavailable,
-                        format!("topic {topic} not found"),
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            };
+            let partitions = wait_for_partitions(&consumer, &topic, deadline)?;
             let mut ranges = Vec::new();
             for partition in partitions {
                 let (start, end) = consumer
@@ -425,6 +434,49 @@ impl KafkaSink {
                 format!("cannot create Kafka admin client: {e}"),
             )
         })
+    }
+
+    /// The coordination topic, created unless it exists; its partition
+    /// count is the number of shards.
+    async fn ensure_shard_topic(
+        &self,
+        settings: &super::leases::GroupSettings,
+    ) -> Result<u32, SinkError> {
+        let admin = self.admin()?;
+        let topic = NewTopic::new(
+            &settings.topic,
+            settings.shards as i32,
+            TopicReplication::Fixed(self.config.checkpoint_replication_factor),
+        );
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics([&topic], &opts)
+            .await
+            .map_err(|e| kafka_err(&format!("create topic {}", settings.topic), e))?;
+        for r in results {
+            match r {
+                Ok(_) => KafkaTopicCreated {
+                    topic: &settings.topic,
+                    checkpoint: false,
+                }
+                .emit(),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(SinkError::new(
+                        SinkErrorKind::Config,
+                        format!("cannot create topic {}: {code}", settings.topic),
+                    ))
+                }
+            }
+        }
+        let (config, name) = (self.config.clone(), settings.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            let consumer = reader(&config)?;
+            let deadline = Instant::now() + STATE_READ_TIMEOUT;
+            Ok(wait_for_partitions(&consumer, &name, deadline)?.len() as u32)
+        })
+        .await
+        .map_err(|e| SinkError::new(SinkErrorKind::Unavailable, e.to_string()))?
     }
 
     /// Creates the compacted state topic unless it exists. The relay creates
@@ -768,6 +820,26 @@ impl Sink for KafkaSink {
             producer: self.producer.clone(),
             config: self.config.clone(),
         })))
+    }
+
+    /// Leases as consumer-group membership on the coordination topic,
+    /// created with `settings.shards` partitions when missing.
+    async fn join_group(
+        &self,
+        settings: &super::leases::GroupSettings,
+        leave: tokio_util::sync::CancellationToken,
+    ) -> Result<Option<super::leases::Membership>, SinkError> {
+        let shards = self.ensure_shard_topic(settings).await?;
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        super::kafka_group::join(client_config(&self.config), settings, tx, leave)?;
+        Ok(Some(super::leases::Membership {
+            shards,
+            events,
+            describe: format!(
+                "Kafka consumer group {} on topic {}",
+                settings.group, settings.topic
+            ),
+        }))
     }
 
     /// Kafka has no broker-side dedup: the ids come from the `ce_id` header

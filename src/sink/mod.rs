@@ -137,6 +137,18 @@ pub trait Sink: Send + Sync + 'static {
     /// of them (the newest are kept), read for at most `timeout`. After a
     /// restart they seed [`crate::publish::RecentIds`], so the resume backfill
     /// does not publish again what is already there. Default: none known.
+    /// Joins the group of this deployment's replicas, whose leases say
+    /// which shards of the tenants this one owns (see [`leases`]); the
+    /// member leaves when `leave` is cancelled. None: this sink has no
+    /// broker to keep leases in (stdout, core NATS).
+    async fn join_group(
+        &self,
+        _settings: &leases::GroupSettings,
+        _leave: tokio_util::sync::CancellationToken,
+    ) -> Result<Option<leases::Membership>, SinkError> {
+        Ok(None)
+    }
+
     async fn recent_event_ids(
         &self,
         _destinations: &[String],
@@ -232,8 +244,11 @@ impl NewestIds {
 }
 
 mod kafka;
+mod kafka_group;
+pub mod leases;
 pub mod memory;
 mod nats;
+mod nats_leases;
 mod stdout;
 
 pub use kafka::{KafkaSink, KafkaStateStore};

@@ -231,6 +231,43 @@ impl StateStore for KvStateStore {
     }
 }
 
+/// The KV bucket `wanted` describes: an existing one as it is (what
+/// differs is logged), else created.
+async fn open_bucket(
+    js: &jetstream::Context,
+    wanted: stream::Config,
+) -> Result<kv::Store, SinkError> {
+    let name = wanted.name.trim_start_matches("KV_").to_string();
+    if let Ok(s) = js.get_key_value(&name).await {
+        if let Ok(status) = s.status().await {
+            log_differences(&wanted.name, &status.info.config, &wanted);
+        }
+        return Ok(s);
+    }
+    // The bucket's stream, laid out as `create_key_value` does (ADR-8).
+    // That call first reads the account info, which async-nats 0.42
+    // cannot parse from older servers (2.9).
+    let created = js.create_stream(wanted.clone()).await;
+    if created.is_ok() {
+        JetStreamStreamCreated {
+            stream: &wanted.name,
+            subjects: &wanted.subjects,
+        }
+        .emit();
+    }
+    // Created now, or by another relay meanwhile.
+    js.get_key_value(&name).await.map_err(|e| {
+        let why = created
+            .err()
+            .map(|c| c.to_string())
+            .unwrap_or(e.to_string());
+        SinkError::new(
+            SinkErrorKind::Config,
+            format!("cannot create NATS KV bucket {name}: {why}"),
+        )
+    })
+}
+
 /// Publishes to NATS, with JetStream unless `jetstream = false`.
 pub struct JetStreamSink {
     client: async_nats::Client,
@@ -400,6 +437,18 @@ impl JetStreamSink {
             discard: stream::DiscardPolicy::New,
             num_replicas: self.replicas(self.config.kv_replicas),
             ..Default::default()
+        }
+    }
+
+    /// The leases' bucket: a key not refreshed for `ttl` expires.
+    fn lease_bucket_config(&self, name: &str, ttl: Duration) -> stream::Config {
+        stream::Config {
+            description: Some("studio-relay leases: the owner of each shard of tenants".into()),
+            max_age: ttl,
+            // A lease given up is a delete marker (the key's next owner
+            // creates it again).
+            deny_delete: false,
+            ..self.kv_bucket_config(name)
         }
     }
 
@@ -589,44 +638,40 @@ impl Sink for JetStreamSink {
         let Some(js) = &self.jetstream else {
             return Ok(None);
         };
-        let wanted = self.kv_bucket_config(name);
-        let store = match js.get_key_value(name).await {
-            Ok(s) => {
-                // An existing bucket is used as it is, like the stream.
-                if let Ok(status) = s.status().await {
-                    log_differences(&wanted.name, &status.info.config, &wanted);
-                }
-                s
-            }
-            Err(_) => {
-                // The bucket's stream, laid out as `create_key_value` does
-                // (ADR-8). That call first reads the account info, which
-                // async-nats 0.42 cannot parse from older servers (2.9).
-                let created = js.create_stream(wanted.clone()).await;
-                if created.is_ok() {
-                    JetStreamStreamCreated {
-                        stream: &wanted.name,
-                        subjects: &wanted.subjects,
-                    }
-                    .emit();
-                }
-                // Created now, or by another relay meanwhile.
-                js.get_key_value(name).await.map_err(|e| {
-                    let why = created
-                        .err()
-                        .map(|c| c.to_string())
-                        .unwrap_or(e.to_string());
-                    SinkError::new(
-                        SinkErrorKind::Config,
-                        format!("cannot create NATS KV bucket {name}: {why}"),
-                    )
-                })?
-            }
-        };
+        let store = open_bucket(js, self.kv_bucket_config(name)).await?;
         Ok(Some(Arc::new(KvStateStore {
             bucket: name.to_string(),
             store,
         })))
+    }
+
+    /// Leases in a KV bucket whose `max_age` is the lease TTL.
+    async fn join_group(
+        &self,
+        settings: &super::leases::GroupSettings,
+        leave: tokio_util::sync::CancellationToken,
+    ) -> Result<Option<super::leases::Membership>, SinkError> {
+        let Some(js) = &self.jetstream else {
+            return Ok(None);
+        };
+        let store = open_bucket(
+            js,
+            self.lease_bucket_config(&settings.bucket, settings.lease_ttl),
+        )
+        .await?;
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(super::nats_leases::run(
+            store,
+            settings.clone(),
+            settings.shards,
+            tx,
+            leave,
+        ));
+        Ok(Some(super::leases::Membership {
+            shards: settings.shards,
+            events,
+            describe: format!("NATS KV bucket {}", settings.bucket),
+        }))
     }
 
     /// JetStream drops a re-published event id by `Nats-Msg-Id`, but only

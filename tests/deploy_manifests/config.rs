@@ -5,6 +5,7 @@
 //! fails the way `studio-relay check-config` would.
 
 use serde_json::Value;
+use studio_relay::cli::Command;
 use studio_relay::config::{load_from_str, Config, ConfigError, SinkKind};
 
 use crate::dockerfile::Dockerfile;
@@ -205,7 +206,8 @@ fn replay_jobs_publish_like_the_live_relay() {
 }
 
 /// Kubernetes waits terminationGracePeriodSeconds after SIGTERM before it
-/// kills: the relay's drain deadline must fit inside it.
+/// kills: the relay's drain deadline must fit inside it, and with `ha.enabled`
+/// the handover of its tenants (`ha.handoff_timeout`) on top.
 #[test]
 fn termination_grace_period_exceeds_the_shutdown_deadline() {
     let image = Dockerfile::load();
@@ -218,8 +220,27 @@ fn termination_grace_period_exceeds_the_shutdown_deadline() {
                 .as_u64()
                 .unwrap_or(30);
             let deadline = config.relay.shutdown_deadline;
-            problems.check(std::time::Duration::from_secs(grace) > deadline, || {
-                format!("{}: terminationGracePeriodSeconds {grace} must exceed relay.shutdown_deadline {deadline:?}", relay.place)
+            // `replay` ignores [ha]: only the live relay hands tenants over.
+            let live = cli::container_args(
+                cli::strings(&relay.container["command"]),
+                cli::strings(&relay.container["args"]),
+                &image,
+            )
+            .ok()
+            .flatten()
+            .and_then(|args| cli::parse(&args).ok())
+            .is_some_and(|parsed| matches!(parsed.command, Command::Run));
+            let handoff = if live && config.ha.enabled {
+                config.ha.handoff_timeout
+            } else {
+                std::time::Duration::ZERO
+            };
+            problems.check(std::time::Duration::from_secs(grace) > deadline + handoff, || {
+                if handoff.is_zero() {
+                    format!("{}: terminationGracePeriodSeconds {grace} must exceed relay.shutdown_deadline {deadline:?}", relay.place)
+                } else {
+                    format!("{}: terminationGracePeriodSeconds {grace} must exceed relay.shutdown_deadline {deadline:?} + ha.handoff_timeout {handoff:?}", relay.place)
+                }
             });
         }
     }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use studio_relay::config::Config;
+
 use crate::config::{endpoints, relay_containers, RelayContainer};
 use crate::dockerfile::Dockerfile;
 use crate::{
@@ -401,11 +403,12 @@ fn check_security_context(place: &str, pod: &Value, container: &Value, problems:
     }
 }
 
-/// The live relay: one replica replaced by Recreate, probed on its ops
-/// listener, selected by its Service, PodDisruptionBudget and NetworkPolicy,
-/// and scraped through its ServiceMonitor.
+/// The live relay: highly available (several replicas sharing the tenants
+/// through leases, rolled one pod at a time, spread over nodes and kept
+/// available by a PodDisruptionBudget), probed on its ops listener, selected
+/// by its Service and NetworkPolicy, and scraped through its ServiceMonitor.
 #[test]
-fn the_relay_deployment_is_a_probed_scraped_singleton() {
+fn the_relay_deployment_is_a_probed_scraped_highly_available_set() {
     let image = Dockerfile::load();
     let mut problems = Problems::default();
     let mut deployments = 0;
@@ -415,8 +418,11 @@ fn the_relay_deployment_is_a_probed_scraped_singleton() {
                 continue;
             }
             deployments += 1;
-            check_singleton(&relay, &mut problems);
+            check_rollout(&relay, &mut problems);
+            check_anti_affinity(&relay, &mut problems);
+            check_disruption_budget(&relay, &render.objects, &mut problems);
             let Ok(config) = &relay.config else { continue };
+            check_leases(&relay, config, &mut problems);
             match config.ops.listen.parse::<std::net::SocketAddr>() {
                 Ok(listen) => check_ops_port(&relay, &render.objects, listen, &mut problems),
                 Err(_) => problems.push(format!(
@@ -432,19 +438,116 @@ fn the_relay_deployment_is_a_probed_scraped_singleton() {
     problems.assert_none("relay Deployment");
 }
 
-fn check_singleton(relay: &RelayContainer, problems: &mut Problems) {
+/// The replicas of the Deployment (1 when unset, as Kubernetes defaults it).
+fn replicas(relay: &RelayContainer) -> u64 {
+    relay.workload["spec"]["replicas"].as_u64().unwrap_or(1)
+}
+
+/// Several replicas, replaced one at a time: a new pod joins the lease group
+/// and becomes ready before an old one hands its tenants over.
+fn check_rollout(relay: &RelayContainer, problems: &mut Problems) {
     let spec = &relay.workload["spec"];
     let place = &relay.place;
-    problems.check(spec["replicas"].as_u64().unwrap_or(1) == 1, || {
-        format!("{place}: replicas must be 1 (two relays would publish every event twice)")
+    problems.check(replicas(relay) >= 2, || {
+        format!(
+            "{place}: replicas must be at least 2 (one replica lost stops every tenant), is {}",
+            replicas(relay)
+        )
     });
-    problems.check(spec["strategy"]["type"] == "Recreate", || {
-        format!("{place}: strategy.type must be Recreate (the old pod drains before the new one connects)")
+    let strategy = &spec["strategy"];
+    problems.check(strategy["type"] == "RollingUpdate", || {
+        format!("{place}: strategy.type must be RollingUpdate (a new pod takes tenants over before the old one leaves), is {}", strategy["type"])
+    });
+    let rolling = &strategy["rollingUpdate"];
+    problems.check(rolling["maxUnavailable"] == 0, || {
+        format!("{place}: strategy.rollingUpdate.maxUnavailable must be 0 (no replica stops before its replacement is ready), is {}", rolling["maxUnavailable"])
+    });
+    let surge = &rolling["maxSurge"];
+    problems.check(*surge != 0 && *surge != "0%", || {
+        format!("{place}: strategy.rollingUpdate.maxSurge must allow a pod above replicas (with maxUnavailable 0 the rollout cannot start otherwise), is {surge}")
     });
     problems.check(
         selects(&spec["selector"], &spec["template"]["metadata"]["labels"]),
         || format!("{place}: spec.selector does not match the pod template's labels"),
     );
+}
+
+/// The replicas prefer (or require) different nodes, so one node's failure or
+/// drain takes one replica at most.
+fn check_anti_affinity(relay: &RelayContainer, problems: &mut Problems) {
+    let template = &relay.workload["spec"]["template"];
+    let labels = &template["metadata"]["labels"];
+    let anti = &template["spec"]["affinity"]["podAntiAffinity"];
+    let preferred = items(anti, "/preferredDuringSchedulingIgnoredDuringExecution")
+        .iter()
+        .map(|w| &w["podAffinityTerm"]);
+    let required = items(anti, "/requiredDuringSchedulingIgnoredDuringExecution").iter();
+    let per_node = preferred.chain(required).any(|term| {
+        term["topologyKey"] == "kubernetes.io/hostname" && selects(&term["labelSelector"], labels)
+    });
+    problems.check(per_node, || {
+        format!("{}: no podAntiAffinity term with topologyKey kubernetes.io/hostname selects the relay pods (replicas could share a node)", relay.place)
+    });
+}
+
+/// A PodDisruptionBudget over the relay pods lets voluntary disruptions
+/// evict some of them but always keeps one.
+fn check_disruption_budget(relay: &RelayContainer, objects: &[Value], problems: &mut Problems) {
+    let place = &relay.place;
+    let labels = &relay.workload["spec"]["template"]["metadata"]["labels"];
+    let replicas = replicas(relay);
+    let budgets: Vec<&Value> = of_kind(objects, "PodDisruptionBudget")
+        .filter(|b| selects(&b["spec"]["selector"], labels))
+        .collect();
+    problems.check(!budgets.is_empty(), || {
+        format!("{place}: no PodDisruptionBudget selects the relay pods")
+    });
+    for b in budgets {
+        let spec = &b["spec"];
+        // Pods a drain may evict at once; integers only, percentages depend
+        // on rounding.
+        let evictable = match (
+            spec["minAvailable"].as_u64(),
+            spec["maxUnavailable"].as_u64(),
+        ) {
+            (Some(min), None) if min >= 1 => Some(replicas.saturating_sub(min)),
+            (None, Some(max)) if max < replicas => Some(max),
+            _ => None,
+        };
+        problems.check(evictable.is_some_and(|n| n >= 1), || {
+            format!(
+                "{}: must keep at least one of the {replicas} relay pods and let a drain evict one (minAvailable: 1 or maxUnavailable: 1), has minAvailable {} maxUnavailable {}",
+                id(b),
+                spec["minAvailable"],
+                spec["maxUnavailable"]
+            )
+        });
+    }
+}
+
+/// The configuration the replicas load shares the tenants between them:
+/// without `ha.enabled` every replica would open every socket and publish
+/// every event once per replica.
+fn check_leases(relay: &RelayContainer, config: &Config, problems: &mut Problems) {
+    let place = &relay.place;
+    problems.check(config.ha.enabled, || {
+        format!(
+            "{place}: ha.enabled must be true with {} replicas (each would relay every tenant)",
+            replicas(relay)
+        )
+    });
+    // One ConfigMap for every replica: a member name written there would be
+    // the same in every pod. Empty takes the pod's name; a variable set from
+    // the pod's own fields differs per pod too.
+    let per_pod_variable = items(relay.container, "/env")
+        .iter()
+        .any(|e| e["name"] == "STUDIO_RELAY__HA__MEMBER" && e["valueFrom"]["fieldRef"].is_object());
+    problems.check(config.ha.member.is_empty() || per_pod_variable, || {
+        format!(
+            "{place}: ha.member {:?} is the same in every replica: leave it empty (the pod's name)",
+            config.ha.member
+        )
+    });
 }
 
 /// The probes, the Service and the ServiceMonitor all reach the ops listener,
@@ -497,17 +600,12 @@ fn check_ops_port(
             });
         }
     }
-    for (k, selector) in [
-        ("PodDisruptionBudget", "/spec/selector"),
-        ("NetworkPolicy", "/spec/podSelector"),
-    ] {
-        let selecting = of_kind(objects, k)
-            .filter(|o| selects(o.pointer(selector).unwrap_or(&Value::Null), pod_labels))
-            .count();
-        problems.check(selecting > 0, || {
-            format!("{place}: no {k} selects the relay pods")
-        });
-    }
+    let policies = of_kind(objects, "NetworkPolicy")
+        .filter(|o| selects(&o["spec"]["podSelector"], pod_labels))
+        .count();
+    problems.check(policies > 0, || {
+        format!("{place}: no NetworkPolicy selects the relay pods")
+    });
     check_service_monitor(place, objects, &services, problems);
 }
 
