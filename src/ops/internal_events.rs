@@ -428,14 +428,17 @@ impl GroupJoined<'_> {
     }
 }
 
-/// How many tenants run here, after a change (only updates a gauge).
-pub struct TenantsRunning {
-    pub count: usize,
+/// How many tenants this replica knows and runs, after a change (only
+/// updates gauges).
+pub struct TenantsCounted {
+    pub known: usize,
+    pub running: usize,
 }
 
-impl TenantsRunning {
+impl TenantsCounted {
     pub fn emit(&self, m: &Metrics) {
-        m.owned_tenants.set(self.count as i64);
+        m.known_tenants.set(self.known as i64);
+        m.owned_tenants.set(self.running as i64);
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub owned_shards: IntGauge,
     /// Tenants this replica runs.
     pub owned_tenants: IntGauge,
+    /// Tenants this replica knows (config and token directory).
+    pub known_tenants: IntGauge,
     pub inflight_messages: IntGauge,
     pub end_to_end_latency: HistogramVec,
     /// Labelled by [`LATENCY_STAGES`].
@@ -402,6 +404,11 @@ impl Metrics {
                 &r,
                 "studio_relay_owned_tenants",
                 "Tenants this replica runs: all of them, or with ha.enabled those of the shards it owns.",
+            ),
+            known_tenants: gauge(
+                &r,
+                "studio_relay_known_tenants",
+                "Tenants this replica knows, from the config and the token directory: with ha.enabled, the replicas' studio_relay_owned_tenants add up to it.",
             ),
             inflight_messages: gauge(
                 &r,

@@ -222,7 +222,7 @@ pub async fn start_with_sink(
                 leases: group.membership.events,
                 handovers,
             };
-            (Some(shared), Some(group.leave))
+            (Some(shared), Some((group.leave, group.membership.left)))
         }
         None => (None, None),
     };
@@ -689,11 +689,15 @@ struct Running {
     sink: Arc<dyn Sink>,
 }
 
+/// How long leaving the replicas' group may take at the end of a drain.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the drain reports to.
 struct Stopping {
     /// Leaves the replicas' group once everything settled, so the next
-    /// owners resume from checkpoints that cover this replica's work.
-    leave: Option<CancellationToken>,
+    /// owners resume from checkpoints that cover this replica's work; the
+    /// receiver is answered once it has left.
+    leave: Option<(CancellationToken, tokio::sync::oneshot::Receiver<()>)>,
     deadline: Duration,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
@@ -732,8 +736,10 @@ async fn drain(
             unsettled: outstanding.get(),
         }),
     };
-    if let Some(leave) = &stopping.leave {
+    if let Some((leave, left)) = stopping.leave {
         leave.cancel();
+        // Bounded: a broker gone by now leaves the leases to expire.
+        let _ = tokio::time::timeout(LEAVE_TIMEOUT, left).await;
     }
     stopping.health.set_sink(Err("stopped".into()));
     stopping.ops_stop.cancel();

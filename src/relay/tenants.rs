@@ -14,7 +14,7 @@ use crate::config::{Secret, UpstreamConfig};
 use crate::model::DataSource;
 use crate::ops::internal_events::{
     BackfillClientFailed, TenantDestinationsFailed, TenantRemoved, TenantStarted,
-    TenantTokenRotated, TenantsAcquired, TenantsReleased, TenantsRunning,
+    TenantTokenRotated, TenantsAcquired, TenantsCounted, TenantsReleased,
 };
 use crate::ops::{Health, Metrics};
 use crate::publish::MessageBuilder;
@@ -150,8 +150,9 @@ async fn next_lease(shared: &mut Option<Shared>) -> Option<LeaseEvent> {
 
 impl SocketFactory {
     fn count(&self, tenants: &Tenants) {
-        TenantsRunning {
-            count: tenants.running.len(),
+        TenantsCounted {
+            known: tenants.known.len(),
+            running: tenants.running.len(),
         }
         .emit(&self.metrics);
     }

@@ -831,10 +831,12 @@ impl Sink for KafkaSink {
     ) -> Result<Option<super::leases::Membership>, SinkError> {
         let shards = self.ensure_shard_topic(settings).await?;
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-        super::kafka_group::join(client_config(&self.config), settings, tx, leave)?;
+        let (has_left, left) = tokio::sync::oneshot::channel();
+        super::kafka_group::join(client_config(&self.config), settings, tx, leave, has_left)?;
         Ok(Some(super::leases::Membership {
             shards,
             events,
+            left,
             describe: format!(
                 "Kafka consumer group {} on topic {}",
                 settings.group, settings.topic

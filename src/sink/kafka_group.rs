@@ -84,6 +84,7 @@ pub(super) fn join(
     settings: &GroupSettings,
     events: mpsc::UnboundedSender<LeaseEvent>,
     leave: CancellationToken,
+    has_left: oneshot::Sender<()>,
 ) -> Result<(), SinkError> {
     let ttl = settings.lease_ttl.as_millis().max(1000);
     config
@@ -121,6 +122,7 @@ pub(super) fn join(
             }
             // Dropping the consumer closes it: it leaves the group.
             drop(consumer);
+            let _ = has_left.send(());
         })
         .map_err(|e| SinkError::new(SinkErrorKind::Config, format!("group thread: {e}")))?;
     Ok(())

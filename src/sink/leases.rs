@@ -65,6 +65,9 @@ pub struct Membership {
     pub events: mpsc::UnboundedReceiver<LeaseEvent>,
     /// Where the leases are, for logs: `Kafka consumer group g on topic t`.
     pub describe: String,
+    /// Answered once the member has left after `leave` (its leases given
+    /// up, so the others need not wait for them to expire).
+    pub left: oneshot::Receiver<()>,
 }
 
 /// The shard `tenant` belongs to.

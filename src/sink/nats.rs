@@ -660,17 +660,17 @@ impl Sink for JetStreamSink {
         )
         .await?;
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(super::nats_leases::run(
-            store,
-            settings.clone(),
-            settings.shards,
-            tx,
-            leave,
-        ));
+        let (has_left, left) = tokio::sync::oneshot::channel();
+        let lease = super::nats_leases::run(store, settings.clone(), settings.shards, tx, leave);
+        tokio::spawn(async move {
+            lease.await;
+            let _ = has_left.send(());
+        });
         Ok(Some(super::leases::Membership {
             shards: settings.shards,
             events,
             describe: format!("NATS KV bucket {}", settings.bucket),
+            left,
         }))
     }
 
