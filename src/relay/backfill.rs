@@ -19,8 +19,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::model::{self, DataSource};
@@ -187,14 +189,14 @@ pub async fn run_with<P: HistoricPages + Send + Sync + 'static>(
             SocketEvent::Connected { tenant, source, .. } => {
                 if let Some((from, hold)) = gaps.close(&tenant, source) {
                     let shared = shared.clone();
-                    let out = fills.output(&shared.deps.out, &tenant);
-                    fills.tasks.spawn(async move {
+                    let (out, tracker) = fills.output(&shared.deps.out, &tenant);
+                    fills.tasks.spawn(tracker.track_future(async move {
                         // Released only when every pass finished (not when
                         // stopped by shutdown: the next start redoes it).
                         if fill(&shared, &out, &tenant, source, from).await {
                             shared.deps.clock.release(hold);
                         }
-                    });
+                    }));
                 }
             }
         }
@@ -215,10 +217,11 @@ pub enum Handover {
         from: ClockMark,
     },
     /// Handed over: its fills stop, its gaps and clock are dropped (the
-    /// next owner resumes from the checkpoint); `stopped` is answered then.
+    /// next owner resumes from the checkpoint); `stopped` is answered once
+    /// its fills ended.
     Released {
         tenant: Arc<str>,
-        stopped: tokio::sync::oneshot::Sender<()>,
+        stopped: oneshot::Sender<()>,
     },
 }
 
@@ -229,33 +232,43 @@ async fn next_handover(rx: &mut Option<mpsc::UnboundedReceiver<Handover>>) -> Op
     }
 }
 
-/// The running fills, and a stop per tenant so a tenant handed over
-/// stops filling without touching the others.
+/// The running fills, and per tenant a stop and a tracker of its fills, so
+/// a tenant handed over stops filling without touching the others.
 #[derive(Default)]
 struct Fills {
     tasks: JoinSet<()>,
-    stops: HashMap<Arc<str>, tokio_util::sync::CancellationToken>,
+    tenants: HashMap<Arc<str>, (CancellationToken, TaskTracker)>,
 }
 
 impl Fills {
-    /// Where a fill of `tenant` publishes: the relay's output, stopped by
-    /// the relay's stop or the tenant's.
-    fn output(&mut self, out: &WalkOutput, tenant: &Arc<str>) -> WalkOutput {
-        let stop = self
-            .stops
+    /// Where a fill of `tenant` publishes (the relay's output, stopped by
+    /// the relay's stop or the tenant's), and the tracker to run it in.
+    fn output(&mut self, out: &WalkOutput, tenant: &Arc<str>) -> (WalkOutput, TaskTracker) {
+        let (stop, tracker) = self
+            .tenants
             .entry(tenant.clone())
-            .or_insert_with(|| out.stop.child_token())
+            .or_insert_with(|| (out.stop.child_token(), TaskTracker::new()))
             .clone();
-        WalkOutput {
+        let out = WalkOutput {
             stop,
             ..out.clone()
-        }
+        };
+        (out, tracker)
     }
 
-    fn stop(&mut self, tenant: &str) {
-        if let Some(stop) = self.stops.remove(tenant) {
-            stop.cancel();
-        }
+    /// Stops `tenant`'s fills; `stopped` is answered once they ended (a
+    /// walk ends once what it published is acknowledged).
+    fn stop(&mut self, tenant: &str, stopped: oneshot::Sender<()>) {
+        let Some((stop, tracker)) = self.tenants.remove(tenant) else {
+            let _ = stopped.send(());
+            return;
+        };
+        stop.cancel();
+        tracker.close();
+        tokio::spawn(async move {
+            tracker.wait().await;
+            let _ = stopped.send(());
+        });
     }
 }
 
@@ -325,10 +338,9 @@ impl OpenGaps {
                 }
             }
             Handover::Released { tenant, stopped } => {
-                fills.stop(&tenant);
+                fills.stop(&tenant, stopped);
                 self.0.retain(|(t, _), _| *t != tenant);
                 clock.forget(&tenant);
-                let _ = stopped.send(());
             }
         }
     }

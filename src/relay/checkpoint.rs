@@ -71,6 +71,9 @@ pub type CheckpointState = BTreeMap<String, ClockMark>;
 pub struct Epoch {
     pub tracker: Arc<BatchTracker>,
     pub clocks: Vec<(Arc<str>, ClockMark)>,
+    /// Answered once this epoch and every one before it settled (a
+    /// tenant's handover waits on it).
+    pub settled: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// What kind of failure: decides whether trying again can help.
@@ -449,6 +452,9 @@ pub async fn run_writer(
             _ = epoch.tracker.wait() => {}
             _ = stop.cancelled() => return,
         }
+        for settled in epoch.settled {
+            let _ = settled.send(());
+        }
         for (tenant, at) in epoch.clocks {
             let e = state.entry(tenant.to_string()).or_insert(ClockMark {
                 upstream_ms: i64::MIN,
@@ -610,11 +616,13 @@ mod tests {
         tx.send(Epoch {
             tracker: first.clone(),
             clocks: vec![(t.clone(), mark(100))],
+            settled: Vec::new(),
         })
         .unwrap();
         tx.send(Epoch {
             tracker: BatchTracker::new(),
             clocks: vec![(t.clone(), mark(200))],
+            settled: Vec::new(),
         })
         .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -647,6 +655,7 @@ mod tests {
         tx.send(Epoch {
             tracker: settled(),
             clocks: vec![(t.clone(), mark(100))],
+            settled: Vec::new(),
         })
         .unwrap();
         let failures = || {
@@ -667,6 +676,7 @@ mod tests {
         tx.send(Epoch {
             tracker: settled(),
             clocks: vec![(t.clone(), mark(50))],
+            settled: Vec::new(),
         })
         .unwrap();
         drop(tx);

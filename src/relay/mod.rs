@@ -53,7 +53,7 @@ use crate::publish::window::WalkOutput;
 use crate::relay::backfill::{BackfillDeps, Handover, HistoricClients, SeedFrom};
 use crate::relay::checkpoint::{CheckpointStore, ClockMark, Epoch};
 use crate::relay::ownership::{Handovers, Owned};
-use crate::relay::processor::LiveMemory;
+use crate::relay::processor::{Barrier, Checkpointing, LiveMemory};
 use crate::relay::tenants::{SocketFactory, TenantSpec};
 use crate::relay::token_dir::{Skipped, TokenDir, Tokens};
 use crate::sink::leases::{default_member_name, GroupSettings, Membership};
@@ -200,6 +200,7 @@ pub async fn start_with_sink(
         &sockets_stop,
     );
     let (frame_tx, frame_rx) = mpsc::channel::<LiveFrame>(config.relay.queue_capacity);
+    let (barrier_tx, barriers) = mpsc::unbounded_channel();
     let (shared, leave) = match group {
         Some(group) => {
             let handovers = Handovers {
@@ -212,8 +213,7 @@ pub async fn start_with_sink(
                 memory: memory.clone(),
                 margin: config.relay.gap_margin,
                 backfill: gaps.handovers.take().expect("ha needs gap backfill"),
-                frames: frame_tx.clone(),
-                outstanding: pipeline.outstanding.clone(),
+                barriers: barrier_tx,
                 handoff_timeout: config.ha.handoff_timeout,
                 metrics: metrics.clone(),
             };
@@ -226,7 +226,16 @@ pub async fn start_with_sink(
         }
         None => (None, None),
     };
-    let processor = spawn_processor(frame_rx, &pipeline, &metrics, clock, memory, &checkpoint);
+    let barriers = shared.is_some().then_some(barriers);
+    let processor = spawn_processor(
+        frame_rx,
+        &pipeline,
+        &metrics,
+        clock,
+        memory,
+        &checkpoint,
+        barriers,
+    );
     let tenants = spawn_tenants(
         &config,
         shared,
@@ -595,7 +604,12 @@ fn spawn_processor(
     clock: Arc<UpstreamClock>,
     memory: LiveMemory,
     resume: &Resume,
+    barriers: Option<mpsc::UnboundedReceiver<Barrier>>,
 ) -> JoinHandle<()> {
+    let checkpointing = resume
+        .epochs
+        .clone()
+        .map(|epochs| Checkpointing { epochs, barriers });
     tokio::spawn(processor::process_frames(
         frames,
         pipeline.intake.clone(),
@@ -603,7 +617,7 @@ fn spawn_processor(
         metrics.clone(),
         clock,
         memory,
-        resume.epochs.clone(),
+        checkpointing,
     ))
 }
 

@@ -9,9 +9,9 @@
 //! resume backfill publish again what its previous owner published), its
 //! sockets' gaps open at the checkpoint, and then its sockets start. A
 //! tenant handed over stops its sockets and fills, and the lease is given
-//! up only once nothing is queued or waiting for the broker's
-//! acknowledgement (or `ha.handoff_timeout` passed), so the next owner's
-//! read-back sees everything this one published.
+//! up only once what they handed to the publisher is acknowledged (or
+//! `ha.handoff_timeout` passed), so the next owner's read-back sees
+//! everything this one published.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -22,15 +22,14 @@ use tokio::sync::{mpsc, oneshot};
 use crate::model::DataSource;
 use crate::ops::internal_events::{CheckpointLoaded, TenantCheckpointLoadFailed};
 use crate::ops::Metrics;
-use crate::publish::publisher::Outstanding;
 use crate::publish::recent_ids;
 use crate::publish::MessageBuilder;
 use crate::relay::backfill::{self, Handover};
 use crate::relay::checkpoint::CheckpointStore;
+use crate::relay::processor::Barrier;
 use crate::relay::processor::LiveMemory;
 use crate::sink::leases::shard_of;
 use crate::sink::Sink;
-use crate::upstream::live::LiveFrame;
 
 /// The shards this replica owns.
 #[derive(Debug, Clone)]
@@ -79,17 +78,13 @@ pub struct Handovers {
     pub margin: Duration,
     /// Gap backfill's handovers.
     pub backfill: mpsc::UnboundedSender<Handover>,
-    /// What is queued between the sockets and the publisher.
-    pub frames: mpsc::Sender<LiveFrame>,
-    /// What waits for the broker's acknowledgement.
-    pub outstanding: Arc<Outstanding>,
+    /// The live processor's barriers: answered once every frame queued
+    /// before is acknowledged.
+    pub barriers: mpsc::UnboundedSender<Barrier>,
     /// `ha.handoff_timeout`.
     pub handoff_timeout: Duration,
     pub metrics: Arc<Metrics>,
 }
-
-/// How often a handover looks whether everything has settled.
-const SETTLE_POLL: Duration = Duration::from_millis(50);
 
 impl Handovers {
     /// Prepares `tenants` to start here: checkpoints loaded, memories
@@ -150,31 +145,26 @@ impl Handovers {
     }
 
     /// After `tenants`' sockets stopped: their fills stop, and this waits
-    /// until nothing is queued or unacknowledged (true), or the handoff
-    /// timeout passed (false).
+    /// until what the fills and the sockets handed over is acknowledged
+    /// (true), or the handoff timeout passed (false).
     pub async fn hand_over(&self, tenants: &[Arc<str>]) -> bool {
-        for t in tenants {
-            let (stopped, done) = oneshot::channel();
-            let sent = self.backfill.send(Handover::Released {
-                tenant: t.clone(),
-                stopped,
-            });
-            if sent.is_ok() {
-                let _ = done.await;
-            }
-        }
         let settled = async {
-            // Quiet twice in a row: a frame between the queue and the
-            // publisher is in neither count for a moment.
-            let mut quiet = 0;
-            while quiet < 2 {
-                tokio::time::sleep(SETTLE_POLL).await;
-                let queued = self.frames.max_capacity() - self.frames.capacity();
-                quiet = if queued == 0 && self.outstanding.get() == 0 {
-                    quiet + 1
-                } else {
-                    0
-                };
+            for t in tenants {
+                // Answered once the tenant's fills ended, which each do
+                // once what they published is acknowledged.
+                let (stopped, done) = oneshot::channel();
+                let sent = self.backfill.send(Handover::Released {
+                    tenant: t.clone(),
+                    stopped,
+                });
+                if sent.is_ok() {
+                    let _ = done.await;
+                }
+            }
+            // The sockets' frames: all queued before this barrier.
+            let (barrier, done) = oneshot::channel();
+            if self.barriers.send(barrier).is_ok() {
+                let _ = done.await;
             }
         };
         tokio::time::timeout(self.handoff_timeout, settled)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::ops::internal_events::EventSuppressed;
@@ -39,25 +39,43 @@ pub async fn process_frames(
     metrics: Arc<Metrics>,
     clock: Arc<UpstreamClock>,
     recent: LiveMemory,
-    epochs: Option<mpsc::UnboundedSender<Epoch>>,
+    checkpointing: Option<Checkpointing>,
 ) {
     let in_flight = batches_in_flight();
+    let (epochs, mut barriers) = match checkpointing {
+        Some(c) => (Some(c.epochs), c.barriers),
+        None => (None, None),
+    };
     let mut epochs = Epochs::new(epochs);
     let mut batches: FuturesOrdered<Batch> = FuturesOrdered::new();
     let mut input_open = true;
     let mut frames = Vec::with_capacity(BATCH);
+    let mut count = FrameCount::default();
     loop {
-        let prepared = tokio::select! {
+        let (prepared, batch_frames) = tokio::select! {
             // Finished work first: it is what the publisher waits for.
             biased;
             Some(done) = batches.next(), if !batches.is_empty() => match taken_back(done) {
                 Some(prepared) => prepared,
                 None => return,
             },
+            barrier = next_barrier(&mut barriers), if barriers.is_some() && (input_open || !batches.is_empty()) => {
+                match barrier {
+                    // What is in the queue now came before the request.
+                    Some(b) => {
+                        count.wait_for(count.taken + rx.len() as u64, b);
+                        epochs.close_for(&mut count, &clock);
+                    }
+                    // No more barriers: the loop ends with its input.
+                    None => barriers = None,
+                }
+                continue;
+            }
             n = rx.recv_many(&mut frames, BATCH), if input_open && batches.len() < in_flight => {
                 if n == 0 {
                     input_open = false;
                 } else {
+                    count.taken += n as u64;
                     let batch = std::mem::replace(&mut frames, Vec::with_capacity(BATCH));
                     batches.push_back(spawn_batch(batch, &builder, &metrics));
                 }
@@ -74,12 +92,61 @@ pub async fn process_frames(
                 return;
             }
         }
+        count.admitted += batch_frames as u64;
         // Checked once a batch: reading the clock per event was a visible
         // share of this loop's CPU, and an epoch only needs to be close to
         // EPOCH long.
         epochs.roll(&clock);
+        epochs.close_for(&mut count, &clock);
     }
-    epochs.close(&clock);
+    epochs.close(&clock, Vec::new());
+}
+
+/// With a checkpoint: where closed epochs go, and requests to be told when
+/// everything taken so far is acknowledged.
+pub struct Checkpointing {
+    pub epochs: mpsc::UnboundedSender<Epoch>,
+    pub barriers: Option<mpsc::UnboundedReceiver<Barrier>>,
+}
+
+/// Answered once every frame in the processor's queue or taken from it
+/// when the barrier arrived is acknowledged by the broker (or
+/// dead-lettered, or held back as a repeat).
+pub type Barrier = oneshot::Sender<()>;
+
+async fn next_barrier(rx: &mut Option<mpsc::UnboundedReceiver<Barrier>>) -> Option<Barrier> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Frames taken from the queue and admitted, and the barriers waiting for
+/// a count of admitted frames.
+#[derive(Default)]
+struct FrameCount {
+    taken: u64,
+    admitted: u64,
+    waiting: Vec<(u64, Barrier)>,
+}
+
+impl FrameCount {
+    fn wait_for(&mut self, frames: u64, barrier: Barrier) {
+        self.waiting.push((frames, barrier));
+    }
+
+    /// The barriers whose frames are all admitted.
+    fn reached(&mut self) -> Vec<Barrier> {
+        if self.waiting.is_empty() {
+            return Vec::new();
+        }
+        let admitted = self.admitted;
+        let (done, waiting) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(frames, _)| *frames <= admitted);
+        self.waiting = waiting;
+        done.into_iter().map(|(_, b)| b).collect()
+    }
 }
 
 /// Live messages are grouped in epochs of EPOCH; a closed epoch carries
@@ -101,8 +168,9 @@ fn batches_in_flight() -> usize {
 /// Prepared messages, each with its record's time (for the upstream clock).
 type Prepared = Vec<(Outgoing, Option<i64>)>;
 
-/// A batch: when it left the frame queue, and its frames prepared.
-type Batch = JoinHandle<(std::time::Instant, Prepared)>;
+/// A batch: when it left the frame queue, its frames prepared, and how
+/// many frames it had.
+type Batch = JoinHandle<(std::time::Instant, Prepared, usize)>;
 
 /// Normalizes and encodes `frames` on a task of their own.
 fn spawn_batch(
@@ -113,21 +181,22 @@ fn spawn_batch(
     let (builder, metrics) = (builder.clone(), metrics.clone());
     let dequeued = std::time::Instant::now();
     tokio::spawn(async move {
-        let mut prepared = Vec::with_capacity(frames.len());
+        let n = frames.len();
+        let mut prepared = Vec::with_capacity(n);
         for f in frames {
             prepare_frame(f, &builder, &metrics, &mut |o, t| prepared.push((o, t)));
         }
-        (dequeued, prepared)
+        (dequeued, prepared, n)
     })
 }
 
 /// A finished batch, its hand-overs stamped; None when the task was
 /// cancelled (the runtime is going away).
 fn taken_back(
-    done: Result<(std::time::Instant, Prepared), tokio::task::JoinError>,
-) -> Option<Prepared> {
+    done: Result<(std::time::Instant, Prepared, usize), tokio::task::JoinError>,
+) -> Option<(Prepared, usize)> {
     match done {
-        Ok((dequeued, mut prepared)) => {
+        Ok((dequeued, mut prepared, frames)) => {
             let now = std::time::Instant::now();
             for (o, _) in &mut prepared {
                 if let Some(s) = &mut o.stages {
@@ -135,7 +204,7 @@ fn taken_back(
                     s.mark(HandOver::Prepared, now);
                 }
             }
-            Some(prepared)
+            Some((prepared, frames))
         }
         // Preparing a frame never panics (bad input is a dead letter); if
         // it ever did, fail as one loop would have.
@@ -209,18 +278,33 @@ impl Epochs {
     /// Closes the epoch once it is EPOCH old and starts the next.
     fn roll(&mut self, clock: &UpstreamClock) {
         if self.started.elapsed() >= EPOCH {
-            self.close(clock);
-            self.current = BatchTracker::new();
-            self.started = tokio::time::Instant::now();
+            self.close(clock, Vec::new());
+            self.next();
         }
     }
 
+    /// Closes the epoch early when barriers wait for what it holds: the
+    /// writer answers them once it (and all before it) settled.
+    fn close_for(&mut self, count: &mut FrameCount, clock: &UpstreamClock) {
+        let reached = count.reached();
+        if !reached.is_empty() {
+            self.close(clock, reached);
+            self.next();
+        }
+    }
+
+    fn next(&mut self) {
+        self.current = BatchTracker::new();
+        self.started = tokio::time::Instant::now();
+    }
+
     /// Hands the epoch, with the upstream clock now, to the checkpoint writer.
-    fn close(&self, clock: &UpstreamClock) {
+    fn close(&self, clock: &UpstreamClock, settled: Vec<Barrier>) {
         if let Some(tx) = &self.writer {
             let _ = tx.send(Epoch {
                 tracker: self.current.clone(),
                 clocks: clock.snapshot(),
+                settled,
             });
         }
     }
@@ -272,4 +356,95 @@ pub fn frame_to_outgoing_into(
         }
         out.push(outgoing);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DataSource;
+    use crate::publish::test_support::{publishing_to, MemorySink};
+    use crate::sink::memory::Outcome;
+    use crate::upstream::live::FramePayload;
+
+    fn call(id: &str) -> LiveFrame {
+        let json = serde_json::json!({
+            "id_call": id,
+            "time": {"start": 1_795_588_482_530_i64},
+        });
+        LiveFrame {
+            tenant: Arc::from("acme"),
+            source: DataSource::Calls,
+            received_at_ms: 1_795_588_482_600,
+            received: std::time::Instant::now(),
+            payload: FramePayload::Text(json.to_string().into()),
+        }
+    }
+
+    /// Waits (paused time) until `check` holds.
+    async fn until(mut check: impl FnMut() -> bool) {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_barrier_is_answered_once_every_frame_queued_before_it_is_acknowledged() {
+        let sink = Arc::new(MemorySink::new());
+        sink.set_default(Outcome::Hold);
+        let (out, _publisher) = publishing_to(sink.clone());
+        let (frames, rx) = mpsc::channel(16);
+        let (epochs, mut settled_epochs) = mpsc::unbounded_channel::<Epoch>();
+        let (barriers, barrier_rx) = mpsc::unbounded_channel();
+        // The checkpoint writer's part: an epoch's barriers are answered
+        // once it settled, in order.
+        tokio::spawn(async move {
+            while let Some(epoch) = settled_epochs.recv().await {
+                epoch.tracker.wait().await;
+                for b in epoch.settled {
+                    let _ = b.send(());
+                }
+            }
+        });
+        let processor = tokio::spawn(process_frames(
+            rx,
+            out.tx.clone(),
+            out.builder.clone(),
+            out.metrics.clone(),
+            Arc::new(UpstreamClock::default()),
+            LiveMemory::new(100),
+            Some(Checkpointing {
+                epochs,
+                barriers: Some(barrier_rx),
+            }),
+        ));
+        frames.send(call("a")).await.unwrap();
+        frames.send(call("b")).await.unwrap();
+        let (barrier, mut answered) = oneshot::channel();
+        barriers.send(barrier).unwrap();
+        until(|| sink.held().len() == 2).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(answered.try_recv().is_err(), "not before the acks");
+        assert!(sink.ack_held(&sink.held()[0]));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(answered.try_recv().is_err(), "not before the last ack");
+        sink.ack_all_held();
+        tokio::time::timeout(Duration::from_secs(5), answered)
+            .await
+            .expect("answered once both are acknowledged")
+            .unwrap();
+        // With nothing queued, a barrier is answered at once.
+        let (barrier, answered) = oneshot::channel();
+        barriers.send(barrier).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), answered)
+            .await
+            .expect("answered with nothing in flight")
+            .unwrap();
+        // Barriers do not keep the processor running: it ends with its input.
+        drop(frames);
+        tokio::time::timeout(Duration::from_secs(5), processor)
+            .await
+            .expect("ends once its input closed")
+            .unwrap();
+        drop(barriers);
+    }
 }
