@@ -8,12 +8,11 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use studio_relay::config::Secret;
-use studio_relay::model::{self, DataSource, Envelope, Origin};
+use studio_relay::model::DataSource;
 use studio_relay::simulator::SimulatorHandle;
-use studio_relay::upstream::historic::{CursorGuard, GraphqlClient, OverviewFilter, RetryPolicy};
-use support::live::{header, metric_sum, start_relay, start_simulator, wait_until};
+use support::live::{
+    header, historic_match_keys, metric_sum, start_relay, start_simulator, wait_until,
+};
 use support::wait::{frames_broadcast, wait_received};
 
 const TOKEN: &str = "chaos-token";
@@ -23,42 +22,10 @@ type Ids = BTreeMap<DataSource, BTreeSet<String>>;
 
 /// Match keys of every record GraphQL holds for `[from, to)` (record start).
 async fn ground_truth(sim: &SimulatorHandle, from: i64, to: i64, sources: &[DataSource]) -> Ids {
-    let client = GraphqlClient::new(
-        &sim.graphql_url(),
-        Secret::new(TOKEN),
-        Duration::from_secs(10),
-        RetryPolicy::default(),
-    )
-    .unwrap();
-    let ts = |ms| DateTime::<Utc>::from_timestamp_millis(ms).unwrap();
-    let filter = OverviewFilter::window(&OverviewFilter::default(), ts(from), ts(to));
     let mut out = Ids::new();
     for &source in sources {
-        let selection = model::graphql_selection(source);
-        let mut guard = CursorGuard::default();
-        let mut after = None;
-        let set = out.entry(source).or_default();
-        loop {
-            let page = client
-                .fetch_page(
-                    source.graphql_root().unwrap(),
-                    &selection,
-                    &filter,
-                    500,
-                    after.as_deref(),
-                    |_, _| {},
-                )
-                .await
-                .unwrap();
-            for raw in &page.data {
-                let record = model::normalize_historic(source, raw).unwrap();
-                set.insert(Envelope::new("acme".into(), Origin::Replay, 0, record).match_key);
-            }
-            match guard.next(&page).unwrap() {
-                Some(c) => after = Some(c),
-                None => break,
-            }
-        }
+        let keys = historic_match_keys(sim, TOKEN, "acme", source, from, to).await;
+        out.insert(source, keys);
     }
     out
 }

@@ -12,12 +12,9 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use studio_relay::config::Secret;
-use studio_relay::model::{self, DataSource, Envelope, Origin};
+use studio_relay::model::DataSource;
 use studio_relay::simulator::SimulatorHandle;
-use studio_relay::upstream::historic::{CursorGuard, GraphqlClient, OverviewFilter, RetryPolicy};
-use support::live::{header, metric_sum, start_simulator, wait_until};
+use support::live::{header, historic_match_keys, metric_sum, start_simulator, wait_until};
 use support::process::Relay;
 
 const TENANTS: usize = 30;
@@ -42,43 +39,11 @@ type Keys = BTreeMap<(String, DataSource), BTreeSet<String>>;
 
 /// Match keys of every record GraphQL holds for `[from, to)`, per tenant.
 async fn ground_truth(sim: &SimulatorHandle, from: i64, to: i64) -> Keys {
-    let ts = |ms| DateTime::<Utc>::from_timestamp_millis(ms).unwrap();
-    let filter = OverviewFilter::window(&OverviewFilter::default(), ts(from), ts(to));
     let mut out = Keys::new();
     for i in 0..TENANTS {
-        let client = GraphqlClient::new(
-            &sim.graphql_url(),
-            Secret::new(token(i)),
-            Duration::from_secs(10),
-            RetryPolicy::default(),
-        )
-        .unwrap();
         for source in HISTORIC {
-            let selection = model::graphql_selection(source);
-            let mut guard = CursorGuard::default();
-            let mut after = None;
-            let set = out.entry((tenant(i), source)).or_default();
-            loop {
-                let page = client
-                    .fetch_page(
-                        source.graphql_root().unwrap(),
-                        &selection,
-                        &filter,
-                        500,
-                        after.as_deref(),
-                        |_, _| {},
-                    )
-                    .await
-                    .unwrap();
-                for raw in &page.data {
-                    let record = model::normalize_historic(source, raw).unwrap();
-                    set.insert(Envelope::new(tenant(i), Origin::Replay, 0, record).match_key);
-                }
-                match guard.next(&page).unwrap() {
-                    Some(c) => after = Some(c),
-                    None => break,
-                }
-            }
+            let keys = historic_match_keys(sim, &token(i), &tenant(i), source, from, to).await;
+            out.insert((tenant(i), source), keys);
         }
     }
     out

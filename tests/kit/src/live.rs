@@ -257,3 +257,50 @@ pub async fn stand_in_live_paths(frames: std::collections::HashMap<String, Vec<S
     });
     url
 }
+
+/// The match keys of every record of `source` the simulator's GraphQL holds
+/// for `[from_ms, to_ms)` (record start), as `tenant`'s (whose token
+/// `token` is): the ground truth a relay's output is judged against.
+pub async fn historic_match_keys(
+    sim: &SimulatorHandle,
+    token: &str,
+    tenant: &str,
+    source: DataSource,
+    from_ms: i64,
+    to_ms: i64,
+) -> std::collections::BTreeSet<String> {
+    use studio_relay::config::Secret;
+    use studio_relay::upstream::historic::{
+        CursorGuard, GraphqlClient, OverviewFilter, RetryPolicy,
+    };
+    let client = GraphqlClient::new(
+        &sim.graphql_url(),
+        Secret::new(token),
+        Duration::from_secs(10),
+        RetryPolicy::default(),
+    )
+    .expect("a GraphQL client for the simulator");
+    let ts = |ms| chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).expect("a time");
+    let filter = OverviewFilter::window(&OverviewFilter::default(), ts(from_ms), ts(to_ms));
+    let root = source
+        .graphql_root()
+        .expect("a source with a historic layer");
+    let selection = model::graphql_selection(source);
+    let mut guard = CursorGuard::default();
+    let mut after = None;
+    let mut keys = std::collections::BTreeSet::new();
+    loop {
+        let page = client
+            .fetch_page(root, &selection, &filter, 500, after.as_deref(), |_, _| {})
+            .await
+            .expect("a page of the simulator's GraphQL");
+        for raw in &page.data {
+            let record = model::normalize_historic(source, raw).expect("a valid record");
+            keys.insert(Envelope::new(tenant.into(), Origin::Replay, 0, record).match_key);
+        }
+        match guard.next(&page).expect("a well-formed cursor") {
+            Some(c) => after = Some(c),
+            None => return keys,
+        }
+    }
+}
