@@ -48,6 +48,21 @@ impl DataSource {
         }
     }
 
+    /// How long after a record's time (its start; profile_history: its
+    /// slot's start) its live push may come: `/profile_history` pushes the
+    /// hour's batch at the next HH:00, the other sockets as things happen.
+    /// A gap in the live pushes misses records up to this much older than
+    /// the gap, so backfill reaches back this much further.
+    pub fn push_delay_ms(self) -> i64 {
+        match self {
+            DataSource::ProfileHistory => 3_600_000,
+            _ => 0,
+        }
+    }
+
+    /// The longest [`DataSource::push_delay_ms`].
+    pub const MAX_PUSH_DELAY_MS: i64 = 3_600_000;
+
     /// The WebSocket path, e.g. `/calls`.
     pub fn live_path(self) -> &'static str {
         match self {

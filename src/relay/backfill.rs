@@ -122,7 +122,14 @@ const SEED_CLOCK_SLACK: Duration = Duration::from_secs(120);
 /// None when there is nothing to resume.
 pub fn seed_since(resume_from: &HashMap<String, ClockMark>, margin: Duration) -> Option<i64> {
     let earliest = resume_from.values().map(|m| m.seen_at_ms).min()?;
-    Some(earliest - margin.as_millis() as i64 - SEED_CLOCK_SLACK.as_millis() as i64)
+    // A resume window reaches back further for a batch source (see
+    // `fill`): what was published of it then must be remembered too.
+    Some(
+        earliest
+            - margin.as_millis() as i64
+            - SEED_CLOCK_SLACK.as_millis() as i64
+            - DataSource::MAX_PUSH_DELAY_MS,
+    )
 }
 
 /// Everything a gap task needs, shared.
@@ -364,7 +371,8 @@ async fn fill<P: HistoricPages>(
         return false;
     };
     let margin = shared.margin.as_millis() as i64;
-    let (from, to) = (from - margin, to + margin);
+    // A batch pushed during the gap holds records from before it.
+    let (from, to) = (from - margin - source.push_delay_ms(), to + margin);
     GapDetected {
         tenant,
         source: source.as_str(),
@@ -709,7 +717,7 @@ mod tests {
         let slack = SEED_CLOCK_SLACK.as_millis() as i64;
         assert_eq!(
             seed_since(&resume, Duration::from_millis(30)),
-            Some(500 - 30 - slack)
+            Some(500 - 30 - slack - DataSource::MAX_PUSH_DELAY_MS)
         );
         assert_eq!(seed_since(&HashMap::new(), Duration::ZERO), None);
     }
